@@ -15,24 +15,24 @@ setup:
 
 # OCR a manifest into a dataset: manifest=PATH [engine=tesseract] [out=out] [batch=] [workers=] [lang=] [backend=] [config=] [limit=] [force=true]
 ocr *args:
-    {{python}} -m etl.cli ocr "$@"
+    @{{python}} -m etl.cli ocr "$@"
 
 # SQL over a dataset's views: out=PATH sql="select ..." | file=sql/NAME.sql
 query *args:
-    {{python}} -m etl.cli query "$@"
+    @{{python}} -m etl.cli query "$@"
 
 # build a manifest from a folder or s3:// prefix of images: src=FOLDER out=FILE
 manifest *args:
-    {{python}} -m etl.cli manifest "$@"
+    @{{python}} -m etl.cli manifest "$@"
 
 # regenerate the bundled example pages (synthetic, redistributable)
 examples:
-    {{python}} -m etl.synthetic examples 4 2026
+    @{{python}} -m etl.synthetic examples 4 2026
 
 # the whole test suite
 test *args:
-    {{python}} -m pytest "$@"
+    @{{python}} -m pytest "$@"
 
 # measure speed and write BENCHMARKS.md: [pages=N] [workers=W]
 bench *args:
-    {{python}} -m etl.bench "$@"
+    @{{python}} -m etl.bench "$@"

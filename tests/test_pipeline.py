@@ -159,3 +159,24 @@ def test_query_cli_runs_sql_and_files(comic_pages, tmp_path, capsys):
     con = connect(str(tmp_path / "empty"))
     assert con.execute("select count(*) from pages").fetchone()[0] == 0
     assert con.execute("select count(*) from page_text").fetchone()[0] == 0
+
+
+def test_per_page_timeout_gives_transient_error_rows_and_uri_outputs_work(comic_pages, tmp_path):
+    out = f"file://{tmp_path}/ds"  # an fsspec URI as out=
+    s = run_ocr(str(comic_pages / "manifest.csv"), out=out, limit=2, page_timeout=0.2)
+    assert (s.ok, s.failed) == (0, 2) and s.error_kinds == {"timeout": 2}
+    assert "page_timeout=0.2" in s.examples[0]["error"]
+    s = run_ocr(str(comic_pages / "manifest.csv"), out=out, limit=2)
+    assert (s.ok, s.skipped) == (2, 0)  # timed-out pages are retried by the rerun
+    assert query(out, "select count(*) as n from page_text")["n"][0] == 2
+
+
+def test_manifest_extra_columns_reach_the_page_table(comic_pages, tmp_path):
+    lines = (comic_pages / "manifest.csv").read_text().splitlines()
+    rows = [lines[0] + ",series,volume"] + [f"{line},Night Tower,{i}" for i, line in enumerate(lines[1:3])]
+    m = tmp_path / "m.csv"
+    m.write_text("\n".join(rows).replace(",comic-", f",{comic_pages}/comic-") + "\n")
+    out = str(tmp_path / "ds")
+    assert run_ocr(str(m), out=out).ok == 2
+    got = query(out, "select page_id, series, volume from pages order by page_id").rows()
+    assert got == [("comic-000", "Night Tower", "0"), ("comic-001", "Night Tower", "1")]
