@@ -11,6 +11,8 @@ import logging
 
 import numpy as np
 
+from etl.errors import EngineError
+
 
 class TextDetector:
     """Finds text lines; returns 4-point quads (float32, shape (4, 2)) in image pixels."""
@@ -20,12 +22,12 @@ class TextDetector:
 
         from rapidocr import RapidOCR
 
-        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
         self._ocr = RapidOCR(
             params={
                 "Global.use_cls": False,
                 "Global.use_rec": False,
-                "Global.log_level": "warning",
+                "Global.log_level": "error",
                 "Det.limit_side_len": side,
                 "Det.limit_type": limit_type,
                 "Det.box_thresh": box_thresh,
@@ -37,7 +39,11 @@ class TextDetector:
         self.version = f"PP-OCRv6_det_small (rapidocr {version('rapidocr')})"
 
     def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
-        out = self._ocr(rgb, use_det=True, use_cls=False, use_rec=False)
+        try:
+            out = self._ocr(rgb, use_det=True, use_cls=False, use_rec=False)
+        except Exception as exc:  # e.g. ResizeImgError on extreme aspect ratios
+            h, w = rgb.shape[:2]
+            raise EngineError(f"text detector failed on a {w}x{h} image: {type(exc).__name__} {exc}".strip()) from None
         if out.boxes is None:
             return []
         return [np.asarray(q, dtype=np.float32) for q in out.boxes]

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from etl import plan, storage
 from etl.errors import ConfigError
-from etl.manifest import build_manifest, load_manifest
+from etl.manifest import build_manifest, load_manifest, uri_warnings
 from etl.query import connect, query
 from etl.schema import STATUS_ERROR, STATUS_OK, page_table
 from etl.worker import process_batch, shard_uri
@@ -42,6 +42,7 @@ class RunSummary:
     elapsed_s: float = 0.0
     max_peak_rss_mb: float | None = None
     examples: list[dict] = field(default_factory=list)  # a few failed pages with reasons
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -76,6 +77,7 @@ def run_ocr(
     call_timeout: float | None = None,
     max_pixels: int | None = None,
     on_start: Callable[[RunSummary], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
     on_batch: Callable[[dict], None] | None = None,
     **engine_options: Any,
 ) -> RunSummary:
@@ -102,9 +104,13 @@ def run_ocr(
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, not {limit}")
         df = df.head(limit)
+    warnings = [w for w in [uri_warnings(df, manifest)] if w]
+    for w in warnings:
+        if on_warning:
+            on_warning(w)
     cfg_hash = plan.config_hash(engine, options)
     summary = RunSummary(run_id=new_run_id(), out=out, engine=engine, config_hash=cfg_hash, pages_total=df.height,
-                         backend=be, workers=workers_of(lconfig))
+                         backend=be, workers=workers_of(lconfig), warnings=warnings)
     todo = df if force else plan.pending(df, plan.done_page_ids(out, engine, cfg_hash))
     summary.skipped = df.height - todo.height
     size = batch or plan.choose_batch_size(todo.height, summary.workers, cls.default_batch_size)
@@ -160,8 +166,9 @@ def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict
     exist if the call finished but its result was lost); the views prefer any
     success over these rows.
     """
-    # Lithops reports a worker killed by SIGKILL (OOM killer, operator) as MemoryError.
-    kind = "worker_killed" if isinstance(error, MemoryError) else "batch_failed"
+    # Lithops reports a worker killed by SIGKILL (OOM killer, operator) as MemoryError,
+    # and a call killed at its time limit as TimeoutError.
+    kind = {MemoryError: "worker_killed", TimeoutError: "batch_timeout"}.get(type(error), "batch_failed")
     message = f"batch {task['batch_id']} failed ({retries} retries): {type(error).__name__}: {error}"[:500]
     now = datetime.now(timezone.utc)
     rows = [

@@ -88,7 +88,8 @@ def cmd_ocr(kv: dict[str, str]) -> int:
             console.print(f"batch {result['batch_id']}: {len(result['pages'])} pages, ok {state['ok']} failed {state['failed']}")
 
     try:
-        summary = run_ocr(**run_args, **engine_options, on_start=on_start, on_batch=on_batch)
+        summary = run_ocr(**run_args, **engine_options, on_start=on_start, on_batch=on_batch,
+                          on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
     finally:
         progress.stop()
     print_summary(summary, kv)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[argv[0]](parse_kv(argv[1:]))
     except UsageError as exc:
-        console.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         return EXIT_USAGE
 
 

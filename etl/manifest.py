@@ -57,11 +57,13 @@ def _fmt_rows(rows: list[int], total: int) -> str:
     return ", ".join(map(str, rows)) + more
 
 
-def load_manifest(uri: str, check_schemes: bool = True) -> pl.DataFrame:
+def load_manifest(uri: str) -> pl.DataFrame:
     """Read and check a manifest; return columns page_id, image_uri, then extras.
 
     Raises ManifestError naming the file, column and rows for: a missing
-    column, no rows, null/empty ids or URIs, duplicate ids, unsupported schemes.
+    column, no rows, null/empty ids or URIs, duplicate ids. URIs with an
+    unsupported scheme are not fatal (see `uri_warnings`): those pages get
+    error rows and the rest of the run goes on.
     """
     df = _read(uri)
     for col, aliases in ALIASES.items():
@@ -96,21 +98,29 @@ def load_manifest(uri: str, check_schemes: bool = True) -> pl.DataFrame:
         shown = "; ".join(f"{r[ID]!r} (rows {', '.join(map(str, r['_row'][:SHOW]))})" for r in examples.iter_rows(named=True))
         n_ids = df.filter(dup)[ID].n_unique()
         raise ManifestError(f"{uri}: column '{ID}' has {n_ids} duplicated id(s) over {n_dup} rows, e.g. {shown}")
-    scheme = pl.col(URI).str.extract(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", 1).str.to_lowercase().fill_null("")
-    if check_schemes:
-        bad = ~scheme.is_in(sorted(storage.SUPPORTED_SCHEMES))
-        n_bad = df.select(bad.sum()).item()
-        if n_bad:
-            rows = _rows(df, bad)
-            sample = df.with_row_index("_row", offset=1).filter(bad)[URI].head(SHOW).to_list()
-            raise ManifestError(
-                f"{uri}: column '{URI}' has an unsupported URI scheme in {n_bad} row(s): data rows "
-                f"{_fmt_rows(rows, n_bad)} (e.g. {sample[0]!r}); supported: local paths, "
-                + ", ".join(f"{s}://" for s in sorted(storage.SUPPORTED_SCHEMES) if s)
-            )
+    scheme = _scheme(pl.col(URI))
     df = df.with_columns(_resolve(uri, scheme).alias(URI))
     extras = [c for c in df.columns if c not in (ID, URI) and c not in RESERVED]
     return df.select(ID, URI, *extras)
+
+
+def _scheme(col: pl.Expr) -> pl.Expr:
+    return col.str.extract(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", 1).str.to_lowercase().fill_null("")
+
+
+def uri_warnings(df: pl.DataFrame, uri: str) -> str | None:
+    """A message naming the rows whose image URI scheme no reader supports, or None."""
+    bad = ~_scheme(pl.col(URI)).is_in(sorted(storage.SUPPORTED_SCHEMES))
+    n_bad = df.select(bad.sum()).item()
+    if not n_bad:
+        return None
+    sample = df.filter(bad)[URI].head(SHOW).to_list()
+    return (
+        f"{uri}: column '{URI}' has an unsupported URI scheme in {n_bad} row(s): data rows "
+        f"{_fmt_rows(_rows(df, bad), n_bad)} (e.g. {sample[0]!r}); those pages get error rows "
+        "(unsupported_uri). Supported: local paths, "
+        + ", ".join(f"{s}://" for s in sorted(storage.SUPPORTED_SCHEMES) if s)
+    )
 
 
 def _resolve(manifest_uri: str, scheme: pl.Expr) -> pl.Expr:

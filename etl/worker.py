@@ -106,8 +106,13 @@ def process_batch(task: dict) -> dict:
 
 
 def _read(uri: str) -> bytes:
+    scheme = storage.scheme_of(uri)
+    if scheme not in storage.SUPPORTED_SCHEMES:
+        raise InputError(f"unsupported URI scheme {scheme}:// in {uri}", kind="unsupported_uri")
     try:
         return storage.read_bytes(uri)
+    except ImportError as exc:  # fsspec backend not installed where the worker runs
+        raise InputError(f"cannot read {scheme}:// URIs here: {exc}", kind="unsupported_uri") from None
     except FileNotFoundError:
         raise InputError(f"file not found: {uri}", kind="missing_file") from None
     except IsADirectoryError:

@@ -6,7 +6,7 @@ import pytest
 
 from etl.cli import main
 from etl.errors import ManifestError
-from etl.manifest import build_manifest, load_manifest
+from etl.manifest import build_manifest, load_manifest, uri_warnings
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -47,7 +47,6 @@ def test_parquet_and_jsonl_and_legacy_column_names(tmp_path):
             "page_id,image_uri\na,1.png\nb,2.png\na,3.png\nb,4.png\nc,5.png\n",
             ["2 duplicated id(s) over 4 rows", "'a' (rows 1, 3)", "'b' (rows 2, 4)"],
         ),
-        ("page_id,image_uri\na,ftp://h/x.png\nb,ok.png\n", ["unsupported URI scheme in 1 row(s)", "data rows 1", "ftp://h/x.png"]),
         ("a.png\nb.png\n", ["no 'page_id' column"]),  # no header
     ],
 )
@@ -59,6 +58,15 @@ def test_validation_errors_name_file_column_and_rows(tmp_path, content, expected
     assert str(m) in message
     for part in expected:
         assert part in message
+
+
+def test_unsupported_schemes_are_named_but_not_fatal(tmp_path):
+    m = write(tmp_path / "m.csv", "page_id,image_uri\na,ftp://h/x.png\nb,ok.png\nc,gopher://y\n")
+    df = load_manifest(str(m))
+    message = uri_warnings(df, str(m))
+    assert str(m) in message and "'image_uri'" in message
+    assert "2 row(s): data rows 1, 3" in message and "ftp://h/x.png" in message
+    assert uri_warnings(df.filter(pl.col("page_id") == "b"), str(m)) is None
 
 
 def test_unknown_format_and_missing_file(tmp_path):

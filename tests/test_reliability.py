@@ -1,0 +1,214 @@
+"""Nothing lost: bad input, faults and reruns, on the real pipeline (Lithops localhost, Tesseract)."""
+
+import io
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from etl.api import run_ocr
+from etl.cli import main
+from etl.errors import InputError
+from etl.query import connect, query
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height (a decompression bomb's calling card)."""
+    data = encoded(Image.new("L", (8, 8), 255), "PNG")
+    ihdr = bytearray(data[16:29])
+    ihdr[0:4], ihdr[4:8] = width.to_bytes(4, "big"), height.to_bytes(4, "big")
+    return data[:16] + bytes(ihdr) + zlib.crc32(b"IHDR" + ihdr).to_bytes(4, "big") + data[33:]
+
+
+def write_manifest(folder: Path, rows: dict[str, str]) -> Path:
+    m = folder / "manifest.csv"
+    m.write_text("page_id,image_uri\n" + "".join(f'"{pid}","{uri}"\n' for pid, uri in rows.items()))
+    return m
+
+
+# What each bad input must become; None = read fine (status ok).
+BAD = {
+    "zero-byte": ("empty.png", b"", "empty_file"),
+    "truncated-png": ("trunc.png", None, "corrupt_image"),
+    "truncated-jpeg": ("trunc.jpg", None, "corrupt_image"),
+    "text-as-jpg": ("notes.jpg", b"Chapter 1 notes, not a picture\n", "not_an_image"),
+    "bomb": ("bomb.png", png_declaring(50_000, 50_000), "too_large"),
+    "missing": ("missing.png", None, "missing_file"),
+    "directory": ("a-folder.png", None, "is_directory"),
+    "ftp": ("ftp://example.invalid/page.png", None, "unsupported_uri"),
+    "engine-crash": ("sliver.png", encoded(Image.new("L", (40000, 2), 0), "PNG"), "engine"),
+}
+
+
+def build_inputs(folder: Path, comic_pages: Path) -> dict[str, str]:
+    noise = Image.effect_noise((400, 300), 60)
+    files = {
+        "truncated-png": encoded(noise, "PNG")[:2000],
+        "truncated-jpeg": encoded(noise.convert("RGB"), "JPEG")[:1500],
+    }
+    rows = {}
+    for pid, (name, data, _) in BAD.items():
+        if "://" in name:
+            rows[pid] = name
+            continue
+        path = folder / name
+        if pid == "directory":
+            path.mkdir()
+        elif pid != "missing":
+            path.write_bytes(data if data is not None else files[pid])
+        rows[pid] = str(path)
+    frames = [Image.new("L", (300, 200), v) for v in (255, 0, 128)]
+    odd = {
+        "one-pixel": encoded(Image.new("RGB", (1, 1), "white"), "PNG"),
+        "all-white": encoded(Image.new("L", (1200, 1700), 255), "PNG"),
+        "cmyk": encoded(Image.new("CMYK", (600, 400), (0, 0, 0, 0)), "JPEG"),
+        "16-bit": encoded(Image.new("I;16", (600, 400), 65535), "PNG"),
+        "palette-alpha": encoded(Image.new("P", (600, 400), 0), "PNG", transparency=0),
+        "webp": encoded(Image.new("RGB", (600, 400), "white"), "WEBP"),
+    }
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    odd["animated-gif"] = buf.getvalue()
+    buf = io.BytesIO()
+    frames[0].save(buf, "TIFF", save_all=True, append_images=frames[1:])
+    odd["multi-page-tiff"] = buf.getvalue()
+    for pid, data in odd.items():
+        (folder / f"{pid}.img").write_bytes(data)
+        rows[pid] = str(folder / f"{pid}.img")
+    for pid in ("comic-000", "comic-001"):
+        rows[pid] = str(comic_pages / f"{pid}.png")
+    return rows
+
+
+def test_every_bad_image_gets_its_reason_and_the_good_pages_are_read(comic_pages, tmp_path, capsys):
+    rows = build_inputs(tmp_path, comic_pages)
+    manifest = write_manifest(tmp_path, rows)
+    out = tmp_path / "ds"
+    code = main(["ocr", f"manifest={manifest}", f"out={out}", "batch=4", "progress=false"])
+    captured = capsys.readouterr()
+    assert code == 3
+    assert f"{len(BAD)} failed" in captured.out and "rerun" in captured.out
+    assert "unsupported URI scheme in 1 row(s)" in captured.err  # named up front
+
+    got = {r["page_id"]: r for r in query(str(out), "select * from pages").iter_rows(named=True)}
+    assert set(got) == set(rows)  # no page lost
+    for pid, (_, _, kind) in BAD.items():
+        assert got[pid]["status"] == "error" and got[pid]["error_kind"] == kind, got[pid]
+        assert got[pid]["error"]
+    assert "0 bytes" in got["zero-byte"]["error"]
+    assert "2,500,000,000 pixels" in got["bomb"]["error"]
+    assert "missing.png" in got["missing"]["error"]
+    assert "text" in got["text-as-jpg"]["error"]
+    ok = {pid for pid, r in got.items() if r["status"] == "ok"}
+    assert ok == set(rows) - set(BAD)
+    assert got["multi-page-tiff"]["width"] == 300 and got["animated-gif"]["n_elements"] == 0
+    assert got["comic-000"]["n_elements"] > 20
+
+
+def test_odd_page_ids_are_fine_and_never_place_files_outside_the_output(comic_pages, tmp_path):
+    ids = ["vol 1/page 2", "../../escape", "ページ３", "a/../../b", "/abs/id"]
+    rows = {pid: str(comic_pages / f"comic-00{i}.png") for i, pid in enumerate(ids)}
+    out = tmp_path / "nested" / "ds"
+    s = run_ocr(str(write_manifest(tmp_path, rows)), out=str(out), batch=2)
+    assert s.ok == len(ids)
+    assert sorted(query(str(out), "select page_id from pages")["page_id"]) == sorted(ids)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".parquet"]
+    assert written and all(out in p.parents and p.name.startswith("part-") for p in written)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("page_id,image_uri\n", "no rows"),
+        ("a,a.png\nb,b.png\n", "no 'page_id' column"),
+        ("page_id,path\na,a.png\n", "no 'image_uri' column"),
+        ("page_id,image_uri\na,a.png\na,b.png\n", "duplicated id"),
+        ("page_id,image_uri\na,a.png\nb,\n", "null or empty"),
+    ],
+)
+def test_bad_manifests_stop_before_any_work_with_exit_2(tmp_path, capsys, content, words):
+    m = tmp_path / "m.csv"
+    m.write_text(content)
+    assert main(["ocr", f"manifest={m}", f"out={tmp_path / 'ds'}"]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_batch_over_its_time_limit_is_recorded_and_a_rerun_completes(pages_copy, tmp_path):
+    # No writer ever opens the FIFO: the worker reading it hangs until Lithops kills the call.
+    target = pages_copy / "comic-004.png"
+    good = tmp_path / "comic-004.png"
+    shutil.move(target, good)
+    os.mkfifo(target)
+    out = str(tmp_path / "ds")
+    # One page a call: a normal call takes a few seconds, well inside the 20 s limit.
+    s = run_ocr(str(pages_copy / "manifest.csv"), out=out, batch=1, retries=0, call_timeout=20)
+    assert (s.ok, s.failed) == (5, 1) and s.error_kinds == {"batch_timeout": 1}
+    assert "maximum time of 20 seconds" in s.examples[0]["error"]
+    target.unlink()
+    shutil.move(good, target)
+    s = run_ocr(str(pages_copy / "manifest.csv"), out=out, batch=2)
+    assert (s.skipped, s.ok, s.failed) == (5, 1, 0)
+    assert query(out, "select count(*) as n from pages where status = 'ok'")["n"][0] == 6
+
+
+def test_two_runs_writing_the_same_output_at_once(comic_pages, tmp_path):
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "etl.cli", "ocr", f"manifest={comic_pages / 'manifest.csv'}", f"out={out}",
+           "batch=2", "workers=1", "progress=false"]
+    runs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [r.communicate(timeout=600)[0] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outputs
+    files = list(out.rglob("*"))
+    assert not [f for f in files if ".tmp-" in f.name]
+    for f in files:
+        if f.suffix == ".parquet":
+            pq.read_table(f)  # every shard is whole
+    con = connect(str(out))
+    assert con.execute("select count(*), count(distinct page_id), count(*) filter (status = 'ok') from pages").fetchone() == (6, 6, 6)
+    per_page = con.execute("select count(*) from (select page_id, level, reading_order from elements "
+                           "group by all having count(*) > 1)").fetchone()[0]
+    assert per_page == 0
+
+
+def _read_as_nobody(path: str, queue) -> None:
+    from etl.worker import _read
+
+    os.setgid(65534)
+    os.setuid(65534)
+    try:
+        _read(path)
+        queue.put(("read", None))
+    except InputError as exc:
+        queue.put((exc.kind, str(exc)))
+
+
+def test_permission_denied_is_a_readable_page_error(tmp_path):
+    secret = tmp_path / "locked.png"
+    secret.write_bytes(encoded(Image.new("L", (10, 10), 255), "PNG"))
+    secret.chmod(0)
+    tmp_path.chmod(0o755)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_as_nobody, args=(str(secret), queue))
+    child.start()
+    kind, message = queue.get(timeout=30)
+    child.join(timeout=30)
+    assert kind == "permission_denied" and "locked.png" in message
