@@ -25,6 +25,18 @@ query *args:
 manifest *args:
     @{{python}} -m etl.cli manifest "$@"
 
+# expected wall time and dollars of a run: (manifest=PATH | pages=N) [engine=] [backend=aws_lambda] [workers=100] [batch=] [memory=MB]
+estimate *args:
+    @{{python}} -m etl.cli estimate "$@"
+
+# build a Lithops runtime image (needs Docker): [backend=aws_lambda] [file=runtimes/cpu/Dockerfile] [name=comic-ocr-cpu:0.1.0] [config=lithops.yaml]
+runtime-build *args:
+    @{{python}} -m etl.cli runtime-build "$@"
+
+# deploy a built runtime with the memory costs.yaml recommends: [backend=aws_lambda] [name=comic-ocr-cpu:0.1.0] [memory=2048]
+runtime-deploy *args:
+    @{{python}} -m etl.cli runtime-deploy "$@"
+
 # regenerate the bundled example pages (synthetic, redistributable)
 examples:
     @{{python}} -m etl.synthetic examples 4 2026

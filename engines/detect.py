@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from etl.errors import EngineError
+from etl.errors import EngineError, PageError
 
 
 class TextDetector:
@@ -41,6 +41,8 @@ class TextDetector:
     def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
         try:
             out = self._ocr(rgb, use_det=True, use_cls=False, use_rec=False)
+        except PageError:  # e.g. the worker's page timeout firing inside the detector
+            raise
         except Exception as exc:  # e.g. ResizeImgError on extreme aspect ratios
             h, w = rgb.shape[:2]
             raise EngineError(f"text detector failed on a {w}x{h} image: {type(exc).__name__} {exc}".strip()) from None

@@ -43,6 +43,8 @@ class RunSummary:
     max_peak_rss_mb: float | None = None
     examples: list[dict] = field(default_factory=list)  # a few failed pages with reasons
     warnings: list[str] = field(default_factory=list)
+    unrecorded: int = 0  # failed pages whose error rows could not be written (storage down)
+    page_seconds: float = 0.0  # sum of per-page durations measured by the workers
 
     @property
     def processed(self) -> int:
@@ -135,8 +137,12 @@ def run_ocr(
     executor = LithopsExecutor(lconfig, retries=retries, call_timeout=timeout)
     for i, result, error in executor.map(process_batch, tasks):
         if error is not None:
-            result = _record_failed_batch(tasks[i], error, retries)
             summary.failed_batches += 1
+            try:
+                result = _record_failed_batch(tasks[i], error, retries)
+            except Exception as exc:  # the output storage itself is failing: report, do not crash
+                result = _unrecorded(tasks[i], error, exc)
+                summary.unrecorded += len(result["pages"])
         _account(summary, result)
         if on_batch:
             on_batch(result)
@@ -150,6 +156,7 @@ def _account(summary: RunSummary, result: dict) -> None:
     if rss:
         summary.max_peak_rss_mb = max(summary.max_peak_rss_mb or 0, rss)
     for p in result["pages"]:
+        summary.page_seconds += (p.get("duration_ms") or 0) / 1000
         if p["status"] == STATUS_OK:
             summary.ok += 1
         else:
@@ -157,6 +164,14 @@ def _account(summary: RunSummary, result: dict) -> None:
             summary.error_kinds[p["error_kind"]] += 1
             if len(summary.examples) < 5:
                 summary.examples.append(p)
+
+
+def _unrecorded(task: dict, error: BaseException, write_error: BaseException) -> dict:
+    message = (f"batch {task['batch_id']} failed ({type(error).__name__}: {str(error)[:200]}) and its error rows "
+               f"could not be written either ({type(write_error).__name__}: {str(write_error)[:200]})")
+    return {"batch_id": task["batch_id"], "engine_version": None,
+            "pages": [{"page_id": p["page_id"], "status": STATUS_ERROR, "error_kind": "not_recorded", "error": message}
+                      for p in task["pages"]]}
 
 
 def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -27,7 +28,8 @@ USAGE = """usage:
   ocr manifest=PATH [engine=tesseract] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
       [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
   query out=PATH (sql="..." | file=sql/NAME.sql)
-  manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl"""
+  manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
+  estimate (manifest=PATH | pages=N) [engine=tesseract] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]"""
 
 console = Console(stderr=True)
 out_console = Console()
@@ -106,10 +108,15 @@ def print_summary(s, kv: dict[str, str]) -> None:
                   f"{s.workers} workers on {s.backend}")
     if s.max_peak_rss_mb:
         table.add_row("memory", f"peak {s.max_peak_rss_mb:.0f} MB per worker")
+    if s.processed:
+        table.add_row("cost", _cost_line(s))
     table.add_row("output", s.out)
     if s.failed:
         kinds = ", ".join(f"{k}: {n}" for k, n in s.error_kinds.most_common())
         table.add_row("errors", kinds + (f" ({s.failed_batches} batches failed after retries)" if s.failed_batches else ""))
+        if s.unrecorded:
+            table.add_row("", f"{s.unrecorded} failed pages have no error row: the output storage failed too; "
+                          "the rerun below reads them")
         for ex in s.examples[:3]:
             table.add_row("", f"{ex['page_id']}: {ex['error']}")
         rerun = " ".join(shlex.quote(f"{k}={v}") for k, v in kv.items() if k != "force")
@@ -118,9 +125,40 @@ def print_summary(s, kv: dict[str, str]) -> None:
     out_console.print(table)
 
 
-def cmd_query(kv: dict[str, str]) -> int:
-    from pathlib import Path
+def _cost_line(s) -> str:
+    """Measured seconds per page, and what the chosen backend (or Lambda, for a local run) costs."""
+    from etl.estimate import estimate
 
+    measured = f"{s.page_seconds / s.processed:.2f} s/page measured" if s.page_seconds else ""
+    try:
+        if s.backend == "localhost":
+            e = estimate(s.processed, s.engine, "aws_lambda", workers=100)
+            return f"{measured}; $0 here; the same pages on aws_lambda with 100 workers: {e.short()}"
+        e = estimate(s.processed, s.engine, s.backend, workers=s.workers, batch=s.batch_size)
+        return f"{measured}; estimated ${e.cost_usd:,.4f} on {s.backend} (costs.yaml)"
+    except UsageError as exc:
+        return f"{measured}; no estimate: {exc}"
+
+
+def cmd_estimate(kv: dict[str, str]) -> int:
+    from etl.estimate import estimate
+    from etl.manifest import load_manifest
+
+    if kv.get("pages"):
+        pages = int(kv["pages"])
+    elif kv.get("manifest"):
+        pages = load_manifest(kv["manifest"]).height
+    else:
+        raise UsageError(f"estimate needs manifest=PATH or pages=N\n{USAGE}")
+    e = estimate(
+        pages, kv.get("engine", "tesseract"), kv.get("backend", "aws_lambda"), int(kv.get("workers", 100)),
+        int(kv["batch"]) if kv.get("batch") else None, int(kv["memory"]) if kv.get("memory") else None,
+    )
+    out_console.print(e.describe(), soft_wrap=True)
+    return EXIT_OK
+
+
+def cmd_query(kv: dict[str, str]) -> int:
     from etl.query import connect
 
     out = kv.get("out")
@@ -158,7 +196,28 @@ def cmd_manifest(kv: dict[str, str]) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "manifest": cmd_manifest}
+def _runtime(kv: dict[str, str], action: str) -> int:
+    """`lithops runtime build|deploy` with this project's defaults."""
+    import subprocess
+
+    from etl.estimate import load_costs
+
+    backend = kv.get("backend", "aws_lambda")
+    name = kv.get("name", "comic-ocr-cpu:0.1.0")
+    cmd = [sys.executable, "-m", "lithops.scripts.cli", "runtime", action, "-b", backend]
+    if kv.get("config") or Path("lithops.yaml").is_file():
+        cmd += ["-c", kv.get("config", "lithops.yaml")]
+    if action == "build":
+        cmd += ["-f", kv.get("file", "runtimes/cpu/Dockerfile")]
+    else:
+        memory = kv.get("memory") or str(load_costs()["engines"][kv.get("engine", "tesseract")]["memory_mb"])
+        cmd += ["--memory", memory]
+    console.print(" ".join(cmd), soft_wrap=True)
+    return subprocess.call(cmd + [name])
+
+
+COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "manifest": cmd_manifest, "estimate": cmd_estimate,
+            "runtime-build": lambda kv: _runtime(kv, "build"), "runtime-deploy": lambda kv: _runtime(kv, "deploy")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,6 +80,22 @@ def workers_of(config: dict) -> int:
     return int(config.get(be, {}).get("max_workers") or config["lithops"].get("max_workers") or 100)
 
 
+# Storage settings workers need to resolve URIs the way the client does. Forwarded
+# to cloud workers with each call; anything that looks like a secret never is
+# (cloud workers authenticate with their own role or identity).
+STORAGE_ENV_PREFIXES = ("FSSPEC_", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "GOOGLE_CLOUD_PROJECT",
+                        "AZURE_STORAGE_ACCOUNT_NAME")
+SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "CREDENTIAL", "_KEY", "SAS")
+
+
+def storage_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    return {
+        k: v for k, v in environ.items()
+        if k.startswith(STORAGE_ENV_PREFIXES) and not any(w in k.upper() for w in SECRET_WORDS)
+    }
+
+
 class LithopsExecutor:
     """map(fn, tasks) over Lithops with retries, yielding (index, result, error)."""
 
@@ -96,8 +112,10 @@ class LithopsExecutor:
         fexec = lithops.FunctionExecutor(config=self.config, log_level=self.config["lithops"].get("log_level", "WARNING"))
         with lithops.RetryingFunctionExecutor(fexec) as rexec:
             # A dict in the map data would be taken as keyword arguments: wrap each.
+            # Local workers inherit this environment; cloud workers get the storage settings.
+            extra_env = storage_env() if backend_of(self.config) != "localhost" else None
             futures = rexec.map(
-                fn, [(t,) for t in tasks], retries=self.retries,
+                fn, [(t,) for t in tasks], retries=self.retries, extra_env=extra_env or None,
                 timeout=int(self.call_timeout) if self.call_timeout else None,
             )
             index = {id(f): i for i, f in enumerate(futures)}

@@ -29,7 +29,8 @@ def connect(out: str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.Du
             pattern = os.path.join(os.path.abspath(storage.url_to_fs(root)[1]), "**", "*.parquet")
         else:
             # Object stores through fsspec: no DuckDB extension download needed (air-gapped).
-            con.register_filesystem(fs)
+            if not con.filesystem_is_registered(fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol):
+                con.register_filesystem(fs)
             pattern = storage.join(out, table) + "/**/*.parquet"
         con.execute(
             f"CREATE OR REPLACE VIEW raw_{table} AS SELECT * FROM read_parquet('{_quote(pattern)}', "

@@ -40,6 +40,11 @@ def join(base: str, *parts: str) -> str:
 
 
 def read_bytes(uri: str) -> bytes:
+    scheme = scheme_of(uri)
+    if scheme in ("", "file"):
+        # Plain read: works on pipes and special files too (fsspec's opener seeks).
+        with open(uri[len("file://"):] if scheme else uri, "rb") as f:
+            return f.read()
     fs, path = url_to_fs(uri)
     return fs.cat_file(path)
 
@@ -71,6 +76,7 @@ def write_parquet_atomic(table: pa.Table, uri: str) -> None:
 def glob_parquet(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     """All Parquet shards under a folder (any depth); temp files never match."""
     fs, path = url_to_fs(uri)
+    fs.invalidate_cache()  # object-store listings are cached per process: other workers wrote since
     if not fs.exists(path):
         return fs, []
     return fs, sorted(p for p in fs.glob(path.rstrip("/") + "/**/*.parquet"))

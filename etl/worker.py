@@ -119,25 +119,40 @@ def _read(uri: str) -> bytes:
         raise InputError(f"is a directory, not an image: {uri}", kind="is_directory") from None
     except PermissionError:
         raise InputError(f"permission denied: {uri}", kind="permission_denied") from None
-    except OSError as exc:
-        # Network and object-store faults: worth retrying on a rerun.
-        raise TransientError(f"cannot read {uri}: {_short(exc)}", kind="read_failed") from None
+    except Exception as exc:
+        # Network and object-store faults (OSError, botocore and aiohttp errors): a rerun may succeed.
+        raise TransientError(f"cannot read {uri}: {type(exc).__name__}: {_short(exc)}", kind="read_failed") from None
 
 
 @contextlib.contextmanager
 def deadline(seconds: float | None):
-    """Raise PageTimeout in this (main) thread after `seconds`; a no-op elsewhere."""
+    """Raise PageTimeout in this (main) thread after `seconds`; a no-op elsewhere.
+
+    Library code may catch the alarm's exception and raise its own (a broad
+    `except` in a model's pre-processing): once the alarm has fired, whatever
+    comes out is reported as the timeout it is.
+    """
     if not seconds or threading.current_thread() is not threading.main_thread():
         yield
         return
+    message = f"page took longer than page_timeout={seconds:g} s"
+    fired = False
 
     def on_alarm(signum, frame):
-        raise PageTimeout(f"page took longer than page_timeout={seconds:g} s")
+        nonlocal fired
+        fired = True
+        raise PageTimeout(message)
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except PageTimeout:
+        raise
+    except Exception as exc:
+        if fired:
+            raise PageTimeout(message) from exc
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

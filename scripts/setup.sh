@@ -22,5 +22,5 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[tesseract,dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[tesseract,s3,dev]'
 echo "setup done: $(.venv/bin/python --version), $(tesseract --version 2>&1 | head -1)"

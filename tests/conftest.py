@@ -38,3 +38,118 @@ def pages_copy(comic_pages, tmp_path) -> Path:
 
 def truth_of(folder: Path) -> dict[str, str]:
     return {r["page_id"]: r["text"] for r in map(json.loads, (folder / "truth.jsonl").read_text().splitlines())}
+
+
+# --- a real S3 API server (moto) on loopback, behind a proxy a test can cut ----------------
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to the S3 server; `cut()` makes the storage unreachable
+    (connections refused and dropped), `restore()` brings it back with its data intact."""
+
+    def __init__(self, port: int, target: int):
+        self.port, self.target = port, target
+        self.conns: list[socket.socket] = []
+        self.listener = None
+
+    def restore(self) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        self.listener.close()
+        for c in list(self.conns):
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        self.conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+PROXY_PORT = free_port()
+# Set for the whole session, before any Lithops job process starts: workers inherit it.
+os.environ.update({
+    "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{PROXY_PORT}",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_MAX_ATTEMPTS": "2",
+})
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:  # readiness: the server answers HTTP
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.2)
+    proxy = TcpProxy(PROXY_PORT, port)
+    proxy.restore()
+    yield proxy
+    proxy.cut()
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def bucket(s3_server):
+    """A fresh bucket (its name) on the S3 server."""
+    import uuid
+
+    import s3fs
+
+    name = f"b-{uuid.uuid4().hex[:10]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(name)
+    return name

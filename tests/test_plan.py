@@ -79,3 +79,37 @@ def test_lithops_config_defaults_and_overrides(tmp_path):
         load_config(str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="object storage"):
         load_config(None, "aws_lambda")
+
+
+def test_storage_settings_reach_cloud_workers_but_secrets_never_do():
+    from etl.executor import storage_env
+
+    env = {"AWS_ENDPOINT_URL_S3": "http://minio:9000", "AWS_REGION": "eu-west-1", "FSSPEC_S3_ANON": "true",
+           "AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_SESSION_TOKEN": "tok", "FSSPEC_S3_KEY": "AKIA...",
+           "FSSPEC_S3_SECRET": "s3cr3t", "HOME": "/root"}
+    assert storage_env(env) == {"AWS_ENDPOINT_URL_S3": "http://minio:9000", "AWS_REGION": "eu-west-1",
+                                "FSSPEC_S3_ANON": "true"}
+
+
+def test_deadline_reports_a_timeout_even_when_library_code_swallows_the_alarm():
+    import time
+
+    import pytest
+
+    from etl.errors import PageTimeout
+    from etl.worker import deadline
+
+    def library_call():  # a broad except that turns any error into its own
+        try:
+            end = time.monotonic() + 5
+            while time.monotonic() < end:
+                sum(range(1000))
+        except Exception as exc:
+            raise ValueError("resize failed") from exc
+
+    with pytest.raises(PageTimeout, match="page_timeout=0.05"):
+        with deadline(0.05):
+            library_call()
+    with pytest.raises(KeyError):  # other errors pass through untouched
+        with deadline(5):
+            raise KeyError("x")

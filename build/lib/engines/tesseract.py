@@ -1,0 +1,258 @@
+"""Tesseract, comic-aware.
+
+Tesseract's page layout analysis fails on comic art (hatching reads as text
+columns, side-by-side bubbles merge). So by default (`layout=regions`) a text
+detector finds the lines first; the line crops (outside the detected outline
+masked to white, scaled to a steady text height) are stacked on one clean
+canvas that Tesseract reads in a single call with `--psm 6`, and each word is
+mapped back to page pixels. `layout=page` is plain full-page Tesseract.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import pytesseract
+from PIL import Image, ImageDraw, ImageOps
+
+from engines.base import Engine
+from engines.layout import Box, group_blocks, order_blocks
+from etl.errors import ConfigError, EngineError, PageTimeout
+from etl.schema import Element, PageResult
+
+# Two-letter codes users type -> Tesseract's traineddata names.
+LANG_ALIASES = {
+    "en": "eng", "ja": "jpn", "zh": "chi_sim", "zh-cn": "chi_sim", "zh-tw": "chi_tra", "ko": "kor",
+    "de": "deu", "fr": "fra", "es": "spa", "it": "ita", "pt": "por", "ru": "rus", "nl": "nld",
+}
+GAP = 24  # white space between stacked crops, px
+MAX_CANVAS_H = 12000  # Tesseract reads up to 32767 px; keep canvases modest
+
+
+@dataclass
+class TesseractOptions:
+    lang: str = "eng"
+    layout: str = "regions"  # regions | page
+    psm: int | None = None  # default: 6 on the stacked regions, 3 for layout=page
+    oem: int | None = None
+    timeout: float = 60.0  # seconds per Tesseract call; the process is killed after
+    line_height: int = 40  # crops are scaled so text lines are about this tall
+    det_side: int = 736  # detector input: shorter side scaled to at least this
+    det_box_thresh: float = 0.5
+    threads: int = 1  # OMP_THREAD_LIMIT / ONNX threads: one process per core is faster
+    rtl: bool = False  # right-to-left block order (manga)
+
+    def __post_init__(self):
+        self.lang = "+".join(LANG_ALIASES.get(p.strip().lower(), p.strip()) for p in self.lang.split("+") if p.strip())
+        if not self.lang:
+            raise ValueError("lang is empty")
+        if self.layout not in ("regions", "page"):
+            raise ValueError(f"layout must be 'regions' or 'page', not {self.layout!r}")
+        if self.lang.startswith("jpn") or "+jpn" in self.lang:
+            self.rtl = True
+
+
+class TesseractEngine(Engine):
+    name = "tesseract"
+    Options = TesseractOptions
+    default_batch_size = 16
+
+    @classmethod
+    def check(cls, options: TesseractOptions) -> None:
+        try:
+            installed = set(pytesseract.get_languages(config=""))
+        except (pytesseract.TesseractNotFoundError, OSError):
+            raise ConfigError(
+                "the tesseract binary is not installed or not on PATH "
+                "(Debian/Ubuntu: apt-get install tesseract-ocr tesseract-ocr-eng)"
+            ) from None
+        missing = [p for p in options.lang.split("+") if p not in installed]
+        if missing:
+            pkgs = " ".join(f"tesseract-ocr-{m.replace('_', '-')}" for m in missing)
+            raise ConfigError(
+                f"Tesseract language data not installed: {', '.join(missing)} "
+                f"(installed: {', '.join(sorted(installed))}); install it with `apt-get install {pkgs}` "
+                "or point TESSDATA_PREFIX at a folder holding the .traineddata files"
+            )
+
+    def __init__(self, options: TesseractOptions):
+        super().__init__(options)
+        os.environ["OMP_THREAD_LIMIT"] = str(options.threads)
+        self._tess_version = str(pytesseract.get_tesseract_version())
+        self._detector = None
+        if options.layout == "regions":
+            from engines.detect import TextDetector
+
+            self._detector = TextDetector(side=options.det_side, box_thresh=options.det_box_thresh, threads=options.threads)
+
+    def version(self) -> str:
+        v = f"tesseract {self._tess_version}"
+        return f"{v}; {self._detector.version}" if self._detector else v
+
+    def _config(self, default_psm: int) -> str:
+        o = self.options
+        cfg = f"--psm {o.psm if o.psm is not None else default_psm}"
+        return cfg + (f" --oem {o.oem}" if o.oem is not None else "")
+
+    def _data(self, image: Image.Image, default_psm: int) -> dict:
+        try:
+            return pytesseract.image_to_data(
+                image, lang=self.options.lang, config=self._config(default_psm),
+                output_type=pytesseract.Output.DICT, timeout=self.options.timeout,
+            )
+        except RuntimeError as exc:  # pytesseract signals its timeout this way
+            if "timeout" in str(exc).lower():
+                raise PageTimeout(f"tesseract took longer than {self.options.timeout:g} s") from None
+            raise EngineError(f"tesseract failed: {exc}") from None
+        except (pytesseract.TesseractError, subprocess.SubprocessError, OSError) as exc:
+            raise EngineError(f"tesseract failed: {exc}") from None
+
+    def read(self, image: Image.Image) -> PageResult:
+        if self._detector is None:
+            return self._read_page(image)
+        return self._read_regions(image)
+
+    # -- layout=page: Tesseract's own layout analysis -------------------------------
+    def _read_page(self, image: Image.Image) -> PageResult:
+        d = self._data(image, default_psm=3)
+        lines: dict[tuple, list[int]] = {}
+        for i, word in enumerate(d["text"]):
+            if word.strip() and float(d["conf"][i]) >= 0:
+                lines.setdefault((d["block_num"][i], d["par_num"][i], d["line_num"][i]), []).append(i)
+        groups = []
+        for key, idx in lines.items():
+            words = [
+                (d["text"][i].strip(), float(d["conf"][i]) / 100,
+                 Box(d["left"][i], d["top"][i], d["left"][i] + d["width"][i], d["top"][i] + d["height"][i]))
+                for i in idx
+            ]
+            groups.append((key[0], words, None))
+        return _assemble(groups)
+
+    # -- layout=regions: detect lines, read them stacked --------------------------------
+    def _read_regions(self, image: Image.Image) -> PageResult:
+        quads = self._detector(np.asarray(image.convert("RGB")))
+        if not quads:
+            return PageResult()
+        boxes = [Box(*q.min(0), *q.max(0)) for q in quads]
+        blocks = group_blocks(boxes)
+        block_boxes = []
+        for g in blocks:
+            bb = boxes[g[0]]
+            for i in g[1:]:
+                bb = bb.union(boxes[i])
+            block_boxes.append(bb)
+        order = order_blocks(block_boxes, rtl=self.options.rtl)
+        line_seq = [(bi, li) for bi in order for li in blocks[bi]]  # reading order
+        gray = image.convert("L")
+        words_per_line = self._read_lines(gray, [quads[li] for _, li in line_seq])
+        groups = [(bi, words, quads[li]) for (bi, li), words in zip(line_seq, words_per_line)]
+        return _assemble(groups)
+
+    def _read_lines(self, gray: Image.Image, quads: list[np.ndarray]) -> list[list[tuple[str, float, Box]]]:
+        """Read each quad's crop; return its words (text, conf 0-1, page box)."""
+        crops = [_crop(gray, q, self.options.line_height) for q in quads]
+        out: list[list[tuple[str, float, Box]]] = [[] for _ in quads]
+        start = 0
+        while start < len(crops):  # one Tesseract call per canvas
+            end, height = start, GAP
+            while end < len(crops) and (end == start or height + crops[end][0].height + GAP <= MAX_CANVAS_H):
+                height += crops[end][0].height + GAP
+                end += 1
+            width = max(c[0].width for c in crops[start:end]) + 2 * GAP
+            canvas = Image.new("L", (width, height), 255)
+            spans = []
+            y = GAP
+            for img, _, _ in crops[start:end]:
+                canvas.paste(img, (GAP, y))
+                spans.append((y, y + img.height))
+                y += img.height + GAP
+            d = self._data(canvas, default_psm=6)
+            for i, word in enumerate(d["text"]):
+                if not word.strip() or float(d["conf"][i]) < 0:
+                    continue
+                cy = d["top"][i] + d["height"][i] / 2
+                k = next((k for k, (a, b) in enumerate(spans) if a - GAP / 2 <= cy < b + GAP / 2), None)
+                if k is None:
+                    continue
+                _, (ox, oy), scale = crops[start + k]
+                top = spans[k][0]
+                box = Box(
+                    ox + (d["left"][i] - GAP) / scale, oy + (d["top"][i] - top) / scale,
+                    ox + (d["left"][i] + d["width"][i] - GAP) / scale, oy + (d["top"][i] + d["height"][i] - top) / scale,
+                )
+                out[start + k].append((word.strip(), float(d["conf"][i]) / 100, box, (d["line_num"][i], d["left"][i])))
+            start = end
+        # Words in Tesseract's line order, then left to right; drop the sort key.
+        return [[w[:3] for w in sorted(ws, key=lambda w: w[3])] for ws in out]
+
+
+def _crop(gray: Image.Image, quad: np.ndarray, line_height: int) -> tuple[Image.Image, tuple[float, float], float]:
+    """The quad's pixels on white (neighbouring lines and art masked out), scaled.
+
+    Returns the crop, the page position of its (0, 0) and its scale; a white
+    border of `pad` px is added, accounted for in the origin.
+    """
+    x0, y0 = np.floor(quad.min(0)).astype(int)
+    x1, y1 = np.ceil(quad.max(0)).astype(int)
+    x0, y0 = max(0, x0), max(0, y0)
+    x1, y1 = min(gray.width, max(x1, x0 + 1)), min(gray.height, max(y1, y0 + 1))
+    crop = gray.crop((x0, y0, x1, y1))
+    mask = Image.new("L", crop.size, 0)
+    ImageDraw.Draw(mask).polygon([(float(x - x0), float(y - y0)) for x, y in quad], fill=255)
+    crop = Image.composite(crop, Image.new("L", crop.size, 255), mask)
+    scale = line_height / max(1, y1 - y0)
+    if not 0.8 <= scale <= 1.25:
+        crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.LANCZOS)
+        scale = crop.height / max(1, y1 - y0)
+    else:
+        scale = 1.0
+    pad = 8
+    crop = ImageOps.expand(crop, border=pad, fill=255)
+    return crop, (x0 - pad / scale, y0 - pad / scale), scale
+
+
+def _assemble(groups: list[tuple[int, list[tuple[str, float, Box]], np.ndarray | None]]) -> PageResult:
+    """(block key, words, quad) per line, in reading order -> elements and page text."""
+    elements: list[Element] = []
+    block_ids: dict = {}
+    block_lines: dict[int, list[tuple[str, list[float], Box]]] = {}
+    order = {"word": 0, "line": 0, "block": 0}
+
+    def add(level: str, **kw) -> None:
+        elements.append(Element(level=level, reading_order=order[level], **kw))
+        order[level] += 1
+
+    line_id = 0
+    for key, words, quad in groups:
+        if not words:
+            continue  # a detected region with no readable text
+        block_id = block_ids.setdefault(key, len(block_ids))
+        confs = [c for _, c, _ in words]
+        box = words[0][2]
+        for _, _, b in words[1:]:
+            box = box.union(b)
+        polygon = None
+        if quad is not None:
+            box = Box(*quad.min(0), *quad.max(0))
+            polygon = [(float(x), float(y)) for x, y in quad]
+        for text, conf, b in words:
+            add("word", text=text, confidence=conf, x0=b.x0, y0=b.y0, x1=b.x1, y1=b.y1, block_id=block_id, line_id=line_id)
+        text = " ".join(w for w, _, _ in words)
+        add("line", text=text, confidence=float(np.mean(confs)), x0=box.x0, y0=box.y0, x1=box.x1, y1=box.y1,
+            polygon=polygon, block_id=block_id, line_id=line_id)
+        block_lines.setdefault(block_id, []).append((text, confs, box))
+        line_id += 1
+    paragraphs = []
+    for block_id, lines in block_lines.items():
+        box = lines[0][2]
+        for _, _, b in lines[1:]:
+            box = box.union(b)
+        confs = [c for _, cs, _ in lines for c in cs]
+        add("block", text=" ".join(t for t, _, _ in lines), confidence=float(np.mean(confs)),
+            x0=box.x0, y0=box.y0, x1=box.x1, y1=box.y1, block_id=block_id)
+        paragraphs.append("\n".join(t for t, _, _ in lines))
+    return PageResult(elements=elements, text="\n\n".join(paragraphs))

@@ -1,0 +1,199 @@
+"""The Python API: run_ocr, query, connect, build_manifest (the CLI mirrors it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from etl import plan, storage
+from etl.errors import ConfigError
+from etl.manifest import build_manifest, load_manifest, uri_warnings
+from etl.query import connect, query
+from etl.schema import STATUS_ERROR, STATUS_OK, page_table
+from etl.worker import process_batch, shard_uri
+
+__all__ = ["RunSummary", "build_manifest", "connect", "query", "run_ocr"]
+
+DEFAULT_PAGE_TIMEOUT = 300.0
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    out: str
+    engine: str
+    engine_version: str | None = None
+    config_hash: str = ""
+    pages_total: int = 0  # pages in the manifest (after limit)
+    skipped: int = 0  # already done by an earlier run
+    ok: int = 0
+    failed: int = 0
+    error_kinds: Counter = field(default_factory=Counter)
+    failed_batches: int = 0
+    batches: int = 0
+    batch_size: int = 0
+    workers: int = 0
+    backend: str = "localhost"
+    elapsed_s: float = 0.0
+    max_peak_rss_mb: float | None = None
+    examples: list[dict] = field(default_factory=list)  # a few failed pages with reasons
+    warnings: list[str] = field(default_factory=list)
+    unrecorded: int = 0  # failed pages whose error rows could not be written (storage down)
+    page_seconds: float = 0.0  # sum of per-page durations measured by the workers
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def pages_per_s(self) -> float:
+        return self.processed / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def all_ok(self) -> bool:
+        return self.failed == 0
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_ocr(
+    manifest: str,
+    engine: str = "tesseract",
+    out: str = "out",
+    *,
+    batch: int | None = None,
+    workers: int | None = None,
+    backend: str | None = None,
+    config: str | None = None,
+    limit: int | None = None,
+    force: bool = False,
+    retries: int = 2,
+    page_timeout: float = DEFAULT_PAGE_TIMEOUT,
+    call_timeout: float | None = None,
+    max_pixels: int | None = None,
+    on_start: Callable[[RunSummary], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    on_batch: Callable[[dict], None] | None = None,
+    **engine_options: Any,
+) -> RunSummary:
+    """OCR every page of `manifest` not yet done into the dataset at `out`.
+
+    Raises UsageError (ManifestError, ConfigError) before any work when the
+    manifest, the options or the environment are unusable. Failed pages do not
+    raise: they are error rows, counted in the summary.
+    """
+    from engines import get_engine
+    from etl.executor import LithopsExecutor, backend_of, load_config, workers_of
+
+    t0 = time.perf_counter()
+    cls = get_engine(engine)
+    options = cls.parse_options(engine_options)
+    lconfig = load_config(config, backend, workers)
+    be = backend_of(lconfig)
+    if be == "localhost":
+        cls.check(options)  # on a cloud backend the runtime image is what matters
+    if batch is not None and batch < 1:
+        raise ConfigError(f"batch must be >= 1, not {batch}")
+    df = load_manifest(manifest)
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, not {limit}")
+        df = df.head(limit)
+    warnings = [w for w in [uri_warnings(df, manifest)] if w]
+    for w in warnings:
+        if on_warning:
+            on_warning(w)
+    cfg_hash = plan.config_hash(engine, options)
+    summary = RunSummary(run_id=new_run_id(), out=out, engine=engine, config_hash=cfg_hash, pages_total=df.height,
+                         backend=be, workers=workers_of(lconfig), warnings=warnings)
+    todo = df if force else plan.pending(df, plan.done_page_ids(out, engine, cfg_hash))
+    summary.skipped = df.height - todo.height
+    size = batch or plan.choose_batch_size(todo.height, summary.workers, cls.default_batch_size)
+    batches = plan.make_batches(todo, size, engine, cfg_hash)
+    summary.batch_size, summary.batches = size, len(batches)
+    if on_start:
+        on_start(summary)
+    if not batches:
+        summary.elapsed_s = time.perf_counter() - t0
+        return summary
+
+    extra_columns = [c for c in df.columns if c not in ("page_id", "image_uri")]
+    opts = dataclasses.asdict(options)
+    tasks = [
+        {"engine": engine, "options": opts, "out": out, "run_id": summary.run_id, "batch_id": b.batch_id,
+         "config_hash": cfg_hash, "pages": b.pages, "extra_columns": extra_columns,
+         "page_timeout": page_timeout, "max_pixels": max_pixels}
+        for b in batches
+    ]
+    # A call may take its pages' time limits plus start-up; Lithops kills it after.
+    timeout = call_timeout or (page_timeout * size + 300)
+    executor = LithopsExecutor(lconfig, retries=retries, call_timeout=timeout)
+    for i, result, error in executor.map(process_batch, tasks):
+        if error is not None:
+            summary.failed_batches += 1
+            try:
+                result = _record_failed_batch(tasks[i], error, retries)
+            except Exception as exc:  # the output storage itself is failing: report, do not crash
+                result = _unrecorded(tasks[i], error, exc)
+                summary.unrecorded += len(result["pages"])
+        _account(summary, result)
+        if on_batch:
+            on_batch(result)
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+def _account(summary: RunSummary, result: dict) -> None:
+    summary.engine_version = summary.engine_version or result.get("engine_version")
+    rss = result.get("peak_rss_mb")
+    if rss:
+        summary.max_peak_rss_mb = max(summary.max_peak_rss_mb or 0, rss)
+    for p in result["pages"]:
+        summary.page_seconds += (p.get("duration_ms") or 0) / 1000
+        if p["status"] == STATUS_OK:
+            summary.ok += 1
+        else:
+            summary.failed += 1
+            summary.error_kinds[p["error_kind"]] += 1
+            if len(summary.examples) < 5:
+                summary.examples.append(p)
+
+
+def _unrecorded(task: dict, error: BaseException, write_error: BaseException) -> dict:
+    message = (f"batch {task['batch_id']} failed ({type(error).__name__}: {str(error)[:200]}) and its error rows "
+               f"could not be written either ({type(write_error).__name__}: {str(write_error)[:200]})")
+    return {"batch_id": task["batch_id"], "engine_version": None,
+            "pages": [{"page_id": p["page_id"], "status": STATUS_ERROR, "error_kind": "not_recorded", "error": message}
+                      for p in task["pages"]]}
+
+
+def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict:
+    """A call that failed after its retries: its pages become error rows.
+
+    Written under a name of its own (never over the worker's shard, which may
+    exist if the call finished but its result was lost); the views prefer any
+    success over these rows.
+    """
+    # Lithops reports a worker killed by SIGKILL (OOM killer, operator) as MemoryError,
+    # and a call killed at its time limit as TimeoutError.
+    kind = {MemoryError: "worker_killed", TimeoutError: "batch_timeout"}.get(type(error), "batch_failed")
+    message = f"batch {task['batch_id']} failed ({retries} retries): {type(error).__name__}: {error}"[:500]
+    now = datetime.now(timezone.utc)
+    rows = [
+        {"page_id": p["page_id"], "image_uri": p["image_uri"], "engine": task["engine"],
+         "config_hash": task["config_hash"], "run_id": task["run_id"], "batch_id": task["batch_id"],
+         "status": STATUS_ERROR, "error_kind": kind, "error": message, "processed_at": now,
+         "extra": p.get("extra", {})}
+        for p in task["pages"]
+    ]
+    name = f"{task['batch_id']}-failed-{task['run_id']}"
+    storage.write_parquet_atomic(page_table(rows, task["extra_columns"]), shard_uri(task["out"], "pages", task["engine"], name))
+    return {"batch_id": task["batch_id"], "engine_version": None,
+            "pages": [{k: r.get(k) for k in ("page_id", "status", "error_kind", "error")} for r in rows]}

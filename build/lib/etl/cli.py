@@ -1,0 +1,236 @@
+"""Command line: `python -m etl.cli ocr|query|manifest key=value ...` (what the Justfile calls).
+
+Exit codes: 0 every page read; 3 some pages failed (the summary shows the
+rerun command); 2 unusable input or configuration (nothing was processed).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from etl.errors import UsageError
+
+EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 3, 2
+RUN_KEYS = {  # key -> type; every other key=value is an engine option
+    "manifest": str, "engine": str, "out": str, "batch": int, "workers": int, "backend": str,
+    "config": str, "limit": int, "force": bool, "retries": int, "page_timeout": float,
+    "call_timeout": float, "max_pixels": int, "progress": bool,
+}
+USAGE = """usage:
+  ocr manifest=PATH [engine=tesseract] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
+      [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
+  query out=PATH (sql="..." | file=sql/NAME.sql)
+  manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
+  estimate (manifest=PATH | pages=N) [engine=tesseract] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]"""
+
+console = Console(stderr=True)
+out_console = Console()
+
+
+def parse_kv(args: list[str]) -> dict[str, str]:
+    kv = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected key=value, got {arg!r}\n{USAGE}")
+        kv[key.strip().lstrip("-").replace("-", "_")] = value
+    return kv
+
+
+def _typed(key: str, value: str) -> Any:
+    kind = RUN_KEYS[key]
+    if value == "":
+        return None
+    if kind is bool:
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return kind(value)
+    except ValueError:
+        raise UsageError(f"{key}={value!r}: expected {kind.__name__}") from None
+
+
+def cmd_ocr(kv: dict[str, str]) -> int:
+    from etl.api import run_ocr
+
+    if not kv.get("manifest"):
+        raise UsageError(f"ocr needs manifest=PATH\n{USAGE}")
+    run_args = {k: _typed(k, v) for k, v in kv.items() if k in RUN_KEYS}
+    engine_options = {k: v for k, v in kv.items() if k not in RUN_KEYS and v != ""}
+    show = run_args.pop("progress", None)
+    show = console.is_terminal if show is None else show
+    run_args = {k: v for k, v in run_args.items() if v is not None}
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not show,
+    )
+    state: dict[str, Any] = {"ok": 0, "failed": 0}
+
+    def on_start(s) -> None:
+        console.print(
+            f"[bold]{s.engine}[/] on {s.pages_total} pages: {s.skipped} already done, "
+            f"{s.pages_total - s.skipped} to read in {s.batches} batches of <= {s.batch_size} "
+            f"({s.backend}, {s.workers} workers) -> {s.out}"
+        )
+        state["task"] = progress.add_task("pages", total=s.pages_total - s.skipped, status="")
+        progress.start()
+
+    def on_batch(result: dict) -> None:
+        for p in result["pages"]:
+            state["ok" if p["status"] == "ok" else "failed"] += 1
+        progress.update(state["task"], advance=len(result["pages"]), status=f"ok {state['ok']} failed {state['failed']}")
+        if not show:
+            console.print(f"batch {result['batch_id']}: {len(result['pages'])} pages, ok {state['ok']} failed {state['failed']}")
+
+    try:
+        summary = run_ocr(**run_args, **engine_options, on_start=on_start, on_batch=on_batch,
+                          on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
+    finally:
+        progress.stop()
+    print_summary(summary, kv)
+    return EXIT_OK if summary.all_ok else EXIT_PAGES_FAILED
+
+
+def print_summary(s, kv: dict[str, str]) -> None:
+    table = Table(title=f"run {s.run_id}", show_header=False, title_justify="left")
+    table.add_row("engine", f"{s.engine} ({s.engine_version or 'not started'}), config {s.config_hash}")
+    table.add_row("pages", f"{s.pages_total} in manifest: [green]{s.ok} ok[/], "
+                  f"[{'red' if s.failed else 'green'}]{s.failed} failed[/], {s.skipped} skipped (already done)")
+    rate = f", {s.pages_per_s:.2f} pages/s" if s.processed else ""
+    table.add_row("time", f"{s.elapsed_s:.1f} s{rate}, {s.batches} batches of <= {s.batch_size}, "
+                  f"{s.workers} workers on {s.backend}")
+    if s.max_peak_rss_mb:
+        table.add_row("memory", f"peak {s.max_peak_rss_mb:.0f} MB per worker")
+    if s.processed:
+        table.add_row("cost", _cost_line(s))
+    table.add_row("output", s.out)
+    if s.failed:
+        kinds = ", ".join(f"{k}: {n}" for k, n in s.error_kinds.most_common())
+        table.add_row("errors", kinds + (f" ({s.failed_batches} batches failed after retries)" if s.failed_batches else ""))
+        if s.unrecorded:
+            table.add_row("", f"{s.unrecorded} failed pages have no error row: the output storage failed too; "
+                          "the rerun below reads them")
+        for ex in s.examples[:3]:
+            table.add_row("", f"{ex['page_id']}: {ex['error']}")
+        rerun = " ".join(shlex.quote(f"{k}={v}") for k, v in kv.items() if k != "force")
+        table.add_row("rerun", f"just ocr {rerun}   (retries only the failed pages)")
+    table.add_row("look", f"just query out={shlex.quote(s.out)} sql=\"select page_id, left(text, 60) from page_text\"")
+    out_console.print(table)
+
+
+def _cost_line(s) -> str:
+    """Measured seconds per page, and what the chosen backend (or Lambda, for a local run) costs."""
+    from etl.estimate import estimate
+
+    measured = f"{s.page_seconds / s.processed:.2f} s/page measured" if s.page_seconds else ""
+    try:
+        if s.backend == "localhost":
+            e = estimate(s.processed, s.engine, "aws_lambda", workers=100)
+            return f"{measured}; $0 here; the same pages on aws_lambda with 100 workers: {e.short()}"
+        e = estimate(s.processed, s.engine, s.backend, workers=s.workers, batch=s.batch_size)
+        return f"{measured}; estimated ${e.cost_usd:,.4f} on {s.backend} (costs.yaml)"
+    except UsageError as exc:
+        return f"{measured}; no estimate: {exc}"
+
+
+def cmd_estimate(kv: dict[str, str]) -> int:
+    from etl.estimate import estimate
+    from etl.manifest import load_manifest
+
+    if kv.get("pages"):
+        pages = int(kv["pages"])
+    elif kv.get("manifest"):
+        pages = load_manifest(kv["manifest"]).height
+    else:
+        raise UsageError(f"estimate needs manifest=PATH or pages=N\n{USAGE}")
+    e = estimate(
+        pages, kv.get("engine", "tesseract"), kv.get("backend", "aws_lambda"), int(kv.get("workers", 100)),
+        int(kv["batch"]) if kv.get("batch") else None, int(kv["memory"]) if kv.get("memory") else None,
+    )
+    out_console.print(e.describe(), soft_wrap=True)
+    return EXIT_OK
+
+
+def cmd_query(kv: dict[str, str]) -> int:
+    from etl.query import connect
+
+    out = kv.get("out")
+    if not out or not (kv.get("sql") or kv.get("file")):
+        raise UsageError(f"query needs out=PATH and sql=\"...\" or file=PATH\n{USAGE}")
+    sql = kv.get("sql") or Path(kv["file"]).read_text()
+    con = connect(out)
+    try:
+        rel = con.sql(sql)
+        if rel is None:
+            return EXIT_OK
+        df = rel.pl()
+    except Exception as exc:
+        import duckdb
+
+        if isinstance(exc, duckdb.Error):
+            raise UsageError(f"SQL error: {exc}") from None
+        raise
+    finally:
+        con.close()
+    import polars as pl
+
+    with pl.Config(tbl_rows=int(kv.get("rows", 50)), fmt_str_lengths=int(kv.get("width", 80)), tbl_width_chars=200):
+        print(df)
+    return EXIT_OK
+
+
+def cmd_manifest(kv: dict[str, str]) -> int:
+    from etl.manifest import build_manifest
+
+    if not kv.get("src") or not kv.get("out"):
+        raise UsageError(f"manifest needs src=FOLDER_OR_PREFIX and out=FILE\n{USAGE}")
+    df = build_manifest(kv["src"], kv["out"])
+    console.print(f"{df.height} images -> {kv['out']}")
+    return EXIT_OK
+
+
+def _runtime(kv: dict[str, str], action: str) -> int:
+    """`lithops runtime build|deploy` with this project's defaults."""
+    import subprocess
+
+    from etl.estimate import load_costs
+
+    backend = kv.get("backend", "aws_lambda")
+    name = kv.get("name", "comic-ocr-cpu:0.1.0")
+    cmd = [sys.executable, "-m", "lithops.scripts.cli", "runtime", action, "-b", backend]
+    if kv.get("config") or Path("lithops.yaml").is_file():
+        cmd += ["-c", kv.get("config", "lithops.yaml")]
+    if action == "build":
+        cmd += ["-f", kv.get("file", "runtimes/cpu/Dockerfile")]
+    else:
+        memory = kv.get("memory") or str(load_costs()["engines"][kv.get("engine", "tesseract")]["memory_mb"])
+        cmd += ["--memory", memory]
+    console.print(" ".join(cmd), soft_wrap=True)
+    return subprocess.call(cmd + [name])
+
+
+COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "manifest": cmd_manifest, "estimate": cmd_estimate,
+            "runtime-build": lambda kv: _runtime(kv, "build"), "runtime-deploy": lambda kv: _runtime(kv, "deploy")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr)
+        return EXIT_OK if argv and argv[0] in ("-h", "--help", "help") else EXIT_USAGE
+    try:
+        return COMMANDS[argv[0]](parse_kv(argv[1:]))
+    except UsageError as exc:
+        console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Manifests: load (CSV, Parquet, JSONL) into Polars, check, and build from a folder.
+
+A manifest has one row per page: `page_id` and `image_uri` (older names
+`canonical_id` and `absolute_image_path` are accepted). Other columns are kept
+and carried into the page table. Relative image paths are resolved against the
+manifest's own folder, so a manifest can travel with its images.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import PurePosixPath
+
+import polars as pl
+
+from etl import storage
+from etl.errors import ManifestError
+from etl.schema import RESERVED
+
+ID, URI = "page_id", "image_uri"
+ALIASES = {ID: ("canonical_id",), URI: ("absolute_image_path",)}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif", ".bmp", ".jp2"}
+SHOW = 5  # how many offending values/rows an error message lists
+
+
+def _read(uri: str) -> pl.DataFrame:
+    ext = PurePosixPath(uri.split("?", 1)[0]).suffix.lower()
+    fs, path = storage.url_to_fs(uri)
+    if not fs.exists(path):
+        raise ManifestError(f"{uri}: manifest not found")
+    if fs.isdir(path):
+        raise ManifestError(f"{uri}: is a folder; build a manifest from it with `just manifest src={uri} out=FILE`")
+    try:
+        with fs.open(path, "rb") as f:
+            if ext in (".csv", ".tsv", ".txt"):
+                # Everything as text: ids like "007" must stay ids, not numbers.
+                return pl.read_csv(f, infer_schema=False, separator="\t" if ext == ".tsv" else ",")
+            if ext == ".parquet":
+                return pl.read_parquet(f)
+            if ext in (".jsonl", ".ndjson", ".json"):
+                return pl.read_ndjson(f)
+    except pl.exceptions.NoDataError:
+        raise ManifestError(f"{uri}: the file is empty (no header, no rows)") from None
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise ManifestError(f"{uri}: cannot be read as {ext[1:].upper()}: {exc}") from None
+    raise ManifestError(f"{uri}: unsupported manifest format {ext or '(no extension)'}; use .csv, .parquet or .jsonl")
+
+
+def _rows(df: pl.DataFrame, mask: pl.Expr) -> list[int]:
+    """1-based data-row numbers where mask holds (first few)."""
+    return df.with_row_index("_row", offset=1).filter(mask)["_row"].head(SHOW).to_list()
+
+
+def _fmt_rows(rows: list[int], total: int) -> str:
+    more = f" and {total - len(rows)} more" if total > len(rows) else ""
+    return ", ".join(map(str, rows)) + more
+
+
+def load_manifest(uri: str) -> pl.DataFrame:
+    """Read and check a manifest; return columns page_id, image_uri, then extras.
+
+    Raises ManifestError naming the file, column and rows for: a missing
+    column, no rows, null/empty ids or URIs, duplicate ids. URIs with an
+    unsupported scheme are not fatal (see `uri_warnings`): those pages get
+    error rows and the rest of the run goes on.
+    """
+    df = _read(uri)
+    for col, aliases in ALIASES.items():
+        if col not in df.columns:
+            found = next((a for a in aliases if a in df.columns), None)
+            if found is None:
+                raise ManifestError(
+                    f"{uri}: no '{col}' column (also accepted: {', '.join(repr(a) for a in aliases)}); "
+                    f"columns found: {', '.join(df.columns) or 'none'}"
+                )
+            df = df.rename({found: col})
+    if df.height == 0:
+        raise ManifestError(f"{uri}: no rows (only a header?)")
+    df = df.with_columns(pl.col(ID).cast(pl.String), pl.col(URI).cast(pl.String).str.strip_chars())
+    for col in (ID, URI):
+        empty = pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
+        n = df.select(empty.sum()).item()
+        if n:
+            raise ManifestError(
+                f"{uri}: column '{col}' is null or empty in {n} row(s): data rows {_fmt_rows(_rows(df, empty), n)}"
+            )
+    dup = pl.col(ID).is_duplicated()
+    n_dup = df.select(dup.sum()).item()
+    if n_dup:
+        examples = (
+            df.with_row_index("_row", offset=1)
+            .filter(dup)
+            .group_by(ID, maintain_order=True)
+            .agg(pl.col("_row"))
+            .head(SHOW)
+        )
+        shown = "; ".join(f"{r[ID]!r} (rows {', '.join(map(str, r['_row'][:SHOW]))})" for r in examples.iter_rows(named=True))
+        n_ids = df.filter(dup)[ID].n_unique()
+        raise ManifestError(f"{uri}: column '{ID}' has {n_ids} duplicated id(s) over {n_dup} rows, e.g. {shown}")
+    scheme = _scheme(pl.col(URI))
+    df = df.with_columns(_resolve(uri, scheme).alias(URI))
+    extras = [c for c in df.columns if c not in (ID, URI) and c not in RESERVED]
+    return df.select(ID, URI, *extras)
+
+
+def _scheme(col: pl.Expr) -> pl.Expr:
+    return col.str.extract(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", 1).str.to_lowercase().fill_null("")
+
+
+def uri_warnings(df: pl.DataFrame, uri: str) -> str | None:
+    """A message naming the rows whose image URI scheme no reader supports, or None."""
+    bad = ~_scheme(pl.col(URI)).is_in(sorted(storage.SUPPORTED_SCHEMES))
+    n_bad = df.select(bad.sum()).item()
+    if not n_bad:
+        return None
+    sample = df.filter(bad)[URI].head(SHOW).to_list()
+    return (
+        f"{uri}: column '{URI}' has an unsupported URI scheme in {n_bad} row(s): data rows "
+        f"{_fmt_rows(_rows(df, bad), n_bad)} (e.g. {sample[0]!r}); those pages get error rows "
+        "(unsupported_uri). Supported: local paths, "
+        + ", ".join(f"{s}://" for s in sorted(storage.SUPPORTED_SCHEMES) if s)
+    )
+
+
+def _resolve(manifest_uri: str, scheme: pl.Expr) -> pl.Expr:
+    """Relative local paths are relative to the manifest's folder."""
+    if storage.scheme_of(manifest_uri):
+        base = posixpath.dirname(manifest_uri)
+    else:
+        base = os.path.dirname(os.path.abspath(manifest_uri))
+    relative = (scheme == "") & ~pl.col(URI).str.starts_with("/")
+    return pl.when(relative).then(pl.lit(base + "/") + pl.col(URI)).otherwise(pl.col(URI))
+
+
+def build_manifest(src: str, out: str | None = None) -> pl.DataFrame:
+    """List the images under a folder or object-store prefix as a manifest.
+
+    page_id is the path relative to `src` without its extension; image_uri is
+    absolute (a local path or a full URI). Written to `out` (.csv, .parquet,
+    .jsonl) when given.
+    """
+    fs, root = storage.url_to_fs(src)
+    if not fs.exists(root) or not fs.isdir(root):
+        raise ManifestError(f"{src}: not a folder or prefix")
+    root = root.rstrip("/")
+    scheme = storage.scheme_of(src)
+    ids, uris = [], []
+    for path in sorted(fs.find(root)):
+        rel = path[len(root) :].lstrip("/")
+        stem, ext = posixpath.splitext(rel)
+        if ext.lower() not in IMAGE_EXTENSIONS or any(p.startswith(".") for p in rel.split("/")):
+            continue
+        ids.append(stem)
+        uris.append(f"{scheme}://{path}" if scheme else os.path.abspath(path))
+    if not ids:
+        raise ManifestError(f"{src}: no images found ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    df = pl.DataFrame({ID: ids, URI: uris})
+    if out:
+        write_frame(df, out)
+    return df
+
+
+def write_frame(df: pl.DataFrame, out: str) -> None:
+    ext = PurePosixPath(out).suffix.lower()
+    fs, path = storage.url_to_fs(out)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(path, "wb") as f:
+        if ext == ".parquet":
+            df.write_parquet(f)
+        elif ext in (".jsonl", ".ndjson"):
+            df.write_ndjson(f)
+        elif ext == ".csv":
+            df.write_csv(f)
+        else:
+            raise ManifestError(f"{out}: unsupported manifest format {ext}; use .csv, .parquet or .jsonl")

@@ -1,0 +1,112 @@
+"""The dataset's schema, defined once: engine elements, page rows, element rows.
+
+Layout of a dataset folder (local path or fsspec URI)::
+
+    OUT/pages/engine=NAME/part-<batch_id>.parquet      one row per page processed
+    OUT/elements/engine=NAME/part-<batch_id>.parquet   one row per text element
+
+Every run and engine adds shards; the DuckDB views in `sql/` pick, for each page
+and engine, the latest successful row (else the latest error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+LEVELS = ("word", "line", "block")
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+@dataclass
+class Element:
+    """One piece of recognised text, in source-image pixels.
+
+    `confidence` is in 0..1, or None where the engine gives none. `polygon` is
+    the list of (x, y) points when the engine gives a rotated/curved outline.
+    `block_id`/`line_id` tie words to lines and lines to blocks within a page;
+    `reading_order` is assigned per level by the engine (0 = first read).
+    """
+
+    text: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    level: str = "line"
+    confidence: float | None = None
+    polygon: list[tuple[float, float]] | None = None
+    block_id: int | None = None
+    line_id: int | None = None
+    reading_order: int = 0
+
+
+@dataclass
+class PageResult:
+    """What an engine returns for one page."""
+
+    elements: list[Element] = field(default_factory=list)
+    text: str = ""
+
+
+PAGE_COLUMNS = [
+    ("page_id", pa.string()),
+    ("image_uri", pa.string()),
+    ("engine", pa.string()),
+    ("engine_version", pa.string()),
+    ("config_hash", pa.string()),
+    ("run_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("status", pa.string()),  # ok | error
+    ("error_kind", pa.string()),
+    ("error", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("text", pa.string()),
+    ("n_elements", pa.int32()),
+    ("mean_confidence", pa.float32()),
+    ("duration_ms", pa.float32()),
+    ("processed_at", pa.timestamp("ms", tz="UTC")),
+]
+PAGE_SCHEMA = pa.schema(PAGE_COLUMNS)
+
+ELEMENT_SCHEMA = pa.schema(
+    [
+        ("page_id", pa.string()),
+        ("engine", pa.string()),
+        ("config_hash", pa.string()),
+        ("run_id", pa.string()),
+        ("batch_id", pa.string()),
+        ("level", pa.string()),  # word | line | block
+        ("text", pa.string()),
+        ("confidence", pa.float32()),
+        ("x0", pa.float32()),
+        ("y0", pa.float32()),
+        ("x1", pa.float32()),
+        ("y1", pa.float32()),
+        ("polygon", pa.list_(pa.list_(pa.float32(), 2))),
+        ("reading_order", pa.int32()),
+        ("block_id", pa.int32()),
+        ("line_id", pa.int32()),
+    ]
+)
+
+# Columns the pipeline owns: a manifest column with one of these names is not
+# carried over as an extra column (it would shadow ours).
+RESERVED = {name for name, _ in PAGE_COLUMNS}
+
+
+def page_table(rows: list[dict], extra_columns: list[str]) -> pa.Table:
+    """Page rows (dicts) -> Arrow table: our columns typed, extras inferred."""
+    arrays = [pa.array([r.get(n) for r in rows], type=t) for n, t in PAGE_COLUMNS]
+    names = [n for n, _ in PAGE_COLUMNS]
+    for col in extra_columns:
+        arrays.append(pa.array([r.get("extra", {}).get(col) for r in rows]))
+        names.append(col)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def element_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=ELEMENT_SCHEMA)

@@ -1,0 +1,82 @@
+"""Storage through fsspec: local paths and s3:// gs:// az:// http(s):// URIs.
+
+Storage options (endpoint, region, anonymous...) come from the environment the
+way each fsspec backend reads it (e.g. AWS_* variables and AWS_ENDPOINT_URL_S3
+for s3fs), so the client and the workers resolve the same URIs the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+# Schemes an image URI may use; "" is a local path.
+SUPPORTED_SCHEMES = {"", "file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "http", "https"}
+
+
+def scheme_of(uri: str) -> str:
+    if "://" not in uri:
+        return ""
+    return uri.split("://", 1)[0].lower()
+
+
+def url_to_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI parts with '/', keeping the scheme of `base`."""
+    if scheme_of(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def read_bytes(uri: str) -> bytes:
+    scheme = scheme_of(uri)
+    if scheme in ("", "file"):
+        # Plain read: works on pipes and special files too (fsspec's opener seeks).
+        with open(uri[len("file://"):] if scheme else uri, "rb") as f:
+            return f.read()
+    fs, path = url_to_fs(uri)
+    return fs.cat_file(path)
+
+
+def write_parquet_atomic(table: pa.Table, uri: str) -> None:
+    """Write a Parquet file so that no reader ever sees a partial one.
+
+    Local files are written beside the target under a name no reader globs
+    (``*.parquet.tmp-*``) and renamed over it. On object stores one PUT of the
+    whole object is already all-or-nothing, so the bytes are built in memory
+    and uploaded in one request.
+    """
+    fs, path = url_to_fs(uri)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    fs.pipe_file(path, buf.getvalue())
+
+
+def glob_parquet(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    """All Parquet shards under a folder (any depth); temp files never match."""
+    fs, path = url_to_fs(uri)
+    fs.invalidate_cache()  # object-store listings are cached per process: other workers wrote since
+    if not fs.exists(path):
+        return fs, []
+    return fs, sorted(p for p in fs.glob(path.rstrip("/") + "/**/*.parquet"))

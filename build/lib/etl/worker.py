@@ -1,0 +1,157 @@
+"""The Lithops worker: one call reads one batch of pages and writes its shards.
+
+`process_batch` is module-level and pure (everything it needs is in the task;
+everything it does is in its shards and its return value), so Lithops can ship
+it to any backend. The engine is created once per call: a call is a fresh
+(forked) process on every backend, and the model load is paid once per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+
+from etl import images, storage
+from etl.errors import EngineError, InputError, PageError, PageTimeout, TransientError
+from etl.schema import STATUS_ERROR, STATUS_OK, element_table, page_table
+
+MAX_ERROR_CHARS = 500
+
+
+def shard_uri(out: str, table: str, engine: str, name: str) -> str:
+    return storage.join(out, table, f"engine={engine}", f"part-{name}.parquet")
+
+
+def process_batch(task: dict) -> dict:
+    """Run one batch; return a summary (per-page status, timings, peak memory).
+
+    Never raises for a bad page: each failure becomes a page row with
+    status='error'. Raises only when the shards cannot be written, so that
+    Lithops retries the whole call.
+    """
+    t0 = time.perf_counter()
+    engine_name = task["engine"]
+    common = {k: task[k] for k in ("engine", "config_hash", "run_id", "batch_id")}
+    page_rows: list[dict] = []
+    element_rows: list[dict] = []
+    engine, engine_version, init_error = None, None, None
+    try:
+        from engines import get_engine
+
+        cls = get_engine(engine_name)
+        engine = cls(cls.parse_options(task["options"]))
+        engine_version = engine.version()
+    except Exception as exc:  # engine cannot start here: every page gets the reason
+        init_error = PageError(f"engine {engine_name!r} failed to start: {_short(exc)}", kind="engine_init")
+    load_s = time.perf_counter() - t0
+
+    for page in task["pages"]:
+        started = time.perf_counter()
+        row = {**common, "page_id": page["page_id"], "image_uri": page["image_uri"],
+               "engine_version": engine_version, "extra": page.get("extra", {})}
+        try:
+            if init_error:
+                raise init_error
+            data = _read(page["image_uri"])
+            image = images.decode(data, task.get("max_pixels") or images.DEFAULT_MAX_PIXELS)
+            row["width"], row["height"] = image.size
+            with deadline(task.get("page_timeout")):
+                result = engine.read(image)
+        except PageError as exc:
+            row.update(status=STATUS_ERROR, error_kind=exc.kind, error=_short(exc))
+        except MemoryError:
+            row.update(status=STATUS_ERROR, error_kind="out_of_memory", error="the engine ran out of memory on this page")
+        except Exception as exc:  # an engine bug on one page must not sink the batch
+            row.update(status=STATUS_ERROR, error_kind=EngineError.kind, error=_short(exc))
+        else:
+            confs = [e.confidence for e in result.elements if e.level == "line" and e.confidence is not None]
+            row.update(
+                status=STATUS_OK, text=result.text, n_elements=len(result.elements),
+                mean_confidence=sum(confs) / len(confs) if confs else None,
+            )
+            for el in result.elements:
+                element_rows.append({
+                    **common, "page_id": page["page_id"], "level": el.level, "text": el.text,
+                    "confidence": el.confidence, "x0": el.x0, "y0": el.y0, "x1": el.x1, "y1": el.y1,
+                    "polygon": [list(p) for p in el.polygon] if el.polygon else None,
+                    "reading_order": el.reading_order, "block_id": el.block_id, "line_id": el.line_id,
+                })
+        row["duration_ms"] = (time.perf_counter() - started) * 1000
+        row["processed_at"] = datetime.now(timezone.utc)
+        page_rows.append(row)
+    if engine is not None:
+        engine.close()
+
+    # Elements first, pages last: a page row is the commit mark the views and
+    # resume trust; elements without their page row are never shown.
+    if element_rows:
+        storage.write_parquet_atomic(
+            element_table(element_rows), shard_uri(task["out"], "elements", engine_name, task["batch_id"])
+        )
+    storage.write_parquet_atomic(
+        page_table(page_rows, task.get("extra_columns", [])),
+        shard_uri(task["out"], "pages", engine_name, task["batch_id"]),
+    )
+    return {
+        "batch_id": task["batch_id"],
+        "engine_version": engine_version,
+        "pages": [{k: r.get(k) for k in ("page_id", "status", "error_kind", "error", "duration_ms")} for r in page_rows],
+        "load_s": load_s,
+        "elapsed_s": time.perf_counter() - t0,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _read(uri: str) -> bytes:
+    scheme = storage.scheme_of(uri)
+    if scheme not in storage.SUPPORTED_SCHEMES:
+        raise InputError(f"unsupported URI scheme {scheme}:// in {uri}", kind="unsupported_uri")
+    try:
+        return storage.read_bytes(uri)
+    except ImportError as exc:  # fsspec backend not installed where the worker runs
+        raise InputError(f"cannot read {scheme}:// URIs here: {exc}", kind="unsupported_uri") from None
+    except FileNotFoundError:
+        raise InputError(f"file not found: {uri}", kind="missing_file") from None
+    except IsADirectoryError:
+        raise InputError(f"is a directory, not an image: {uri}", kind="is_directory") from None
+    except PermissionError:
+        raise InputError(f"permission denied: {uri}", kind="permission_denied") from None
+    except Exception as exc:
+        # Network and object-store faults (OSError, botocore and aiohttp errors): a rerun may succeed.
+        raise TransientError(f"cannot read {uri}: {type(exc).__name__}: {_short(exc)}", kind="read_failed") from None
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None):
+    """Raise PageTimeout in this (main) thread after `seconds`; a no-op elsewhere."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise PageTimeout(f"page took longer than page_timeout={seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except (ImportError, OSError):
+        return None

@@ -1,0 +1,94 @@
+"""Cost and time model: expected wall time and dollars of a run on a backend.
+
+Per-page costs come from measurements (`costs.yaml`, filled from `just bench`);
+prices from the same file. The model: pages are cut into calls of `batch`
+pages; a call costs the engine load once plus `batch` pages, on a function whose
+CPU share follows its memory (Lambda); calls run in waves of `workers`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from etl.errors import ConfigError
+
+COSTS_FILE = Path(os.environ.get("COMIC_OCR_COSTS", Path(__file__).resolve().parent.parent / "costs.yaml"))
+
+
+@dataclass
+class Estimate:
+    pages: int
+    engine: str
+    backend: str
+    workers: int
+    batch: int
+    memory_mb: int
+    calls: int
+    seconds_per_page: float
+    call_s: float
+    wall_s: float
+    cost_usd: float
+    basis: str
+
+    def short(self) -> str:
+        return f"about {_duration(self.wall_s)} and ${self.cost_usd:,.2f}"
+
+    def describe(self) -> str:
+        return (f"{self.pages:,} pages with {self.engine} on {self.backend}: {self.calls:,} calls of {self.batch} pages, "
+                f"{self.workers} workers at {self.memory_mb} MB -> about {_duration(self.wall_s)} and ${self.cost_usd:,.2f} "
+                f"({self.seconds_per_page:.1f} s/page; {self.basis})")
+
+
+def load_costs(path: str | Path | None = None) -> dict:
+    path = Path(path or COSTS_FILE)
+    if not path.is_file():
+        raise ConfigError(f"cost table not found: {path}")
+    return yaml.safe_load(path.read_text())
+
+
+def estimate(pages: int, engine: str = "tesseract", backend: str = "aws_lambda", workers: int = 100,
+             batch: int | None = None, memory_mb: int | None = None, costs: dict | None = None) -> Estimate:
+    costs = costs or load_costs()
+    if engine not in costs["engines"]:
+        raise ConfigError(f"no measured costs for engine {engine!r} in costs.yaml (have: {', '.join(costs['engines'])})")
+    if backend not in costs["backends"]:
+        raise ConfigError(f"no prices for backend {backend!r} in costs.yaml (have: {', '.join(costs['backends'])})")
+    e, b = costs["engines"][engine], costs["backends"][backend]
+    memory_mb = int(memory_mb or e.get("memory_mb", 2048))
+    if memory_mb < e["peak_mb"]:
+        raise ConfigError(f"{memory_mb} MB is below {engine}'s measured peak of {e['peak_mb']} MB per worker")
+    vcpu = memory_mb / b["mb_per_vcpu"] if "mb_per_vcpu" in b else b.get("vcpu", 1)
+    speed = min(1.0, vcpu)  # engines run one thread per worker: more vCPU does not help
+    spp = e["cpu_s_per_page"] / speed
+    if batch is None:  # as the planner would choose it
+        from engines import get_engine
+        from etl.plan import choose_batch_size
+
+        batch = choose_batch_size(pages, workers, get_engine(engine).default_batch_size)
+    calls = math.ceil(pages / batch) if pages else 0
+    call_s = b.get("call_overhead_s", 0) + e["load_s"] / speed + batch * spp
+    if "max_timeout_s" in b and call_s > b["max_timeout_s"]:
+        raise ConfigError(f"a call of {batch} pages takes ~{call_s:.0f} s, over {backend}'s limit of "
+                          f"{b['max_timeout_s']} s: use a smaller batch=")
+    waves = math.ceil(calls / max(1, workers)) if calls else 0
+    wall_s = b.get("start_s", 0) + waves * call_s
+    busy_s = calls * call_s
+    gb = memory_mb / 1024
+    cost = (busy_s * gb * b.get("price_gb_s", 0) + busy_s * vcpu * b.get("price_vcpu_s", 0)
+            + busy_s / 3600 * (vcpu * b.get("price_vcpu_h", 0) + gb * b.get("price_gb_h", 0))
+            + calls * b.get("price_per_request", 0))
+    basis = f"measured {e['cpu_s_per_page']} s/page and {e['load_s']} s load on one core, prices from costs.yaml"
+    return Estimate(pages, engine, backend, workers, batch, memory_mb, calls, spp, call_s, wall_s, cost, basis)
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
