@@ -45,6 +45,10 @@ examples:
 test *args:
     @{{python}} -m pytest "$@"
 
+# accuracy against transcripts: [sets=../shared/eval] [manifest=M truth=T] [generated=N] [engine=tesseract,tesseract:layout=page] [out=eval-out]
+eval *args:
+    @{{python}} -m etl.evaluate "$@"
+
 # measure speed and write BENCHMARKS.md: [pages=N] [workers=W]
 bench *args:
     @{{python}} -m etl.bench "$@"

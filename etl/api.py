@@ -45,6 +45,9 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     unrecorded: int = 0  # failed pages whose error rows could not be written (storage down)
     page_seconds: float = 0.0  # sum of per-page durations measured by the workers
+    prompt_tokens: int = 0  # API engines
+    completion_tokens: int = 0
+    cost_usd: float | None = None  # estimated from costs.yaml's model prices
 
     @property
     def processed(self) -> int:
@@ -125,11 +128,12 @@ def run_ocr(
         return summary
 
     extra_columns = [c for c in df.columns if c not in ("page_id", "image_uri")]
+    price = _model_price(getattr(options, "model", None))
     opts = dataclasses.asdict(options)
     tasks = [
         {"engine": engine, "options": opts, "out": out, "run_id": summary.run_id, "batch_id": b.batch_id,
-         "config_hash": cfg_hash, "pages": b.pages, "extra_columns": extra_columns,
-         "page_timeout": page_timeout, "max_pixels": max_pixels}
+         "config_hash": cfg_hash, "pages": b.pages(), "extra_columns": extra_columns,
+         "page_timeout": page_timeout, "max_pixels": max_pixels, "price": price}
         for b in batches
     ]
     # A call may take its pages' time limits plus start-up; Lithops kills it after.
@@ -150,6 +154,18 @@ def run_ocr(
     return summary
 
 
+def _model_price(model: str | None) -> dict | None:
+    """USD per million prompt/completion tokens for an API model (costs.yaml `models:`)."""
+    if not model:
+        return None
+    from etl.estimate import load_costs
+
+    try:
+        return (load_costs().get("models") or {}).get(model)
+    except ConfigError:
+        return None
+
+
 def _account(summary: RunSummary, result: dict) -> None:
     summary.engine_version = summary.engine_version or result.get("engine_version")
     rss = result.get("peak_rss_mb")
@@ -157,6 +173,10 @@ def _account(summary: RunSummary, result: dict) -> None:
         summary.max_peak_rss_mb = max(summary.max_peak_rss_mb or 0, rss)
     for p in result["pages"]:
         summary.page_seconds += (p.get("duration_ms") or 0) / 1000
+        summary.prompt_tokens += p.get("prompt_tokens") or 0
+        summary.completion_tokens += p.get("completion_tokens") or 0
+        if p.get("cost_usd") is not None:
+            summary.cost_usd = (summary.cost_usd or 0) + p["cost_usd"]
         if p["status"] == STATUS_OK:
             summary.ok += 1
         else:

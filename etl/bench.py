@@ -1,26 +1,38 @@
-"""`just bench`: speed figures, each against a baseline measured in the same run -> BENCHMARKS.md.
+"""`just bench`: speed and memory figures, each against a baseline measured in the same run.
 
-    python -m etl.bench [pages=8] [workers=2] [repeat=3] [out=BENCHMARKS.md]
+    python -m etl.bench [pages=16] [workers=2] [repeat=3] [plan_rows=1000000]
+                        [query_rows=10000000] [out=BENCHMARKS.md]
 
-1. Pipeline overhead: `run_ocr` with plain full-page Tesseract (layout=page) over
-   N generated pages on W Lithops localhost workers, against the same Tesseract
-   settings run directly (a process pool of W, no manifest/Lithops/Parquet/resume).
+1. Pipeline overhead: `run_ocr` with plain full-page Tesseract (layout=page) over N
+   generated pages on W Lithops localhost workers, against the same Tesseract settings
+   run directly (a process pool of W; no manifest, Lithops, Parquet or resume).
 2. Comic-aware cost: seconds per page of layout=regions against layout=page, one process.
-3. Cold start: engine load time, and pipeline seconds per page at batch=1 against the
-   default batch size.
+3. Cold start: pipeline seconds per page at batch=1 against the default batch size;
+   the engine's seconds per page and peak worker memory (what costs.yaml uses).
+4. Planning at scale: load + check + resume-check + batch a manifest of `plan_rows`
+   rows against a plain Polars read of the same file; peak memory of each (own process).
+5. Querying at scale: the views over `query_rows` element rows in 200 shards against
+   the same rows in one Parquet file.
 The machine is small and noisy: each figure is the median of `repeat` runs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from etl.synthetic import write_pages
 
@@ -46,20 +58,31 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def main(argv: list[str]) -> int:
+def in_subprocess(setup: str, work: str, repeat: int) -> tuple[float, float]:
+    """Median seconds of `work` (after `setup`: imports) and max peak RSS (MB), each run in a
+    fresh interpreter. Peak RSS is VmHWM, which starts anew at exec (ru_maxrss would carry the
+    parent's peak over)."""
+    wrapper = (
+        "import time, json\n" + setup + "\nt = time.perf_counter()\n" + work + "\n"
+        "elapsed = time.perf_counter() - t\n"
+        "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024\n"
+        "print(json.dumps([elapsed, hwm]))"
+    )
+    runs = [json.loads(subprocess.run([sys.executable, "-c", wrapper], check=True, capture_output=True, text=True)
+                       .stdout.strip().splitlines()[-1]) for _ in range(repeat)]
+    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def bench_pipeline(tmp: Path, n: int, workers: int, repeat: int) -> tuple[list, dict]:
     from engines import get_engine
     from etl.api import run_ocr
+    from PIL import Image
 
-    args = dict(a.split("=", 1) for a in argv)
-    n, workers, repeat = int(args.get("pages", 8)), int(args.get("workers", 2)), int(args.get("repeat", 3))
-    target = Path(args.get("out", "BENCHMARKS.md"))
-    tmp = Path(tempfile.mkdtemp(prefix="comic-bench-"))
     write_pages(tmp / "pages", n, seed=9000, prefix="bench")
     manifest = str(tmp / "pages" / "manifest.csv")
     paths = sorted(str(p) for p in (tmp / "pages").glob("*.png"))
     rows = []
 
-    # 1. Pipeline overhead.
     def direct():
         with ProcessPoolExecutor(workers, initializer=_init_direct) as pool:
             list(pool.map(_direct, paths))
@@ -68,14 +91,10 @@ def main(argv: list[str]) -> int:
         s = run_ocr(manifest, out=str(tmp / "ds-page"), layout="page", workers=workers, force=True)
         assert s.ok == n, s
 
-    t_direct = median_time(direct, repeat)
-    t_pipe = median_time(pipeline, repeat)
-    rows.append(("pipeline overhead: pages/s, layout=page, "
-                 f"{n} pages, {workers} workers", f"{n / t_pipe:.2f}", f"{n / t_direct:.2f} (direct pool)",
-                 f"{t_direct / t_pipe:.2f}"))
-
-    # 2. Comic-aware regions vs plain page, one process, engine already loaded.
-    from PIL import Image
+    t_direct, t_pipe = median_time(direct, repeat), median_time(pipeline, repeat)
+    rows.append((f"pipeline overhead: pages/s, layout=page, {n} pages, {workers} workers",
+                 f"{n / t_pipe:.2f} pages/s", f"{n / t_direct:.2f} pages/s (direct process pool)",
+                 f"{t_direct / t_pipe:.2f}", "≥ 0.9"))
 
     cls = get_engine("tesseract")
     t = time.perf_counter()
@@ -86,41 +105,184 @@ def main(argv: list[str]) -> int:
     per_regions = median_time(lambda: [regions.read(im) for im in images], repeat) / n
     per_page = median_time(lambda: [page.read(im) for im in images], repeat) / n
     rows.append(("seconds per page, one process: layout=regions vs layout=page",
-                 f"{per_regions:.2f}", f"{per_page:.2f}", f"{per_page / per_regions:.2f}"))
+                 f"{per_regions:.2f} s", f"{per_page:.2f} s", f"{per_page / per_regions:.2f}", ""))
 
-    # 3. Cold start amortisation through the pipeline.
+    summaries = {}
+
     def batch_of(size):
         def run():
-            s = run_ocr(manifest, out=str(tmp / f"ds-b{size}"), workers=workers, batch=size, force=True)
-            assert s.ok == n, s
+            summaries[size] = run_ocr(manifest, out=str(tmp / f"ds-b{size}"), workers=workers, batch=size, force=True)
+            assert summaries[size].ok == n
         return run
 
-    default = cls.default_batch_size
-    t_b1 = median_time(batch_of(1), repeat)
-    t_bd = median_time(batch_of(default), repeat)
-    rows.append((f"pipeline seconds per page, layout=regions: batch=1 vs batch={default} (capped to "
-                 f"{-(-n // workers)} so both workers get pages)", f"{t_b1 / n:.2f}", f"{t_bd / n:.2f}", f"{t_bd / t_b1:.2f}"))
+    from etl.plan import choose_batch_size
 
+    default = choose_batch_size(n, workers, cls.default_batch_size)
+    t_b1, t_bd = median_time(batch_of(1), repeat), median_time(batch_of(default), repeat)
+    rows.append((f"pipeline seconds per page, layout=regions: batch=1 vs batch={default} "
+                 f"(default 16, capped so each worker gets two batches)", f"{t_b1 / n:.2f} s", f"{t_bd / n:.2f} s",
+                 f"{t_bd / t_b1:.2f}", "< 1: batching pays"))
+    s = summaries[default]
+    profile = {"engine load (regions), s": round(load_regions, 2),
+               "seconds per page in the worker (regions)": round(s.page_seconds / s.processed, 2),
+               "peak worker RSS, MB (batch default)": round(s.max_peak_rss_mb or 0),
+               "peak worker RSS, MB (batch=1)": round(summaries[1].max_peak_rss_mb or 0)}
+    return rows, profile
+
+
+def bench_planning(tmp: Path, n_rows: int, repeat: int) -> list:
+    from etl import plan
+    from etl.schema import PAGE_SCHEMA
+
+    m = tmp / "big.csv"
+    ids = [f"series-{i // 200:05d}/page-{i % 200:03d}" for i in range(n_rows)]
+    pl.DataFrame({"page_id": ids, "image_uri": [f"s3://bucket/{i}.png" for i in ids],
+                  "series": [i.split("/")[0] for i in ids]}).write_csv(m)
+    # An earlier run finished a tenth of the pages: resume must find and skip them.
+    from engines import get_engine
+
+    cls = get_engine("tesseract")
+    cfg = plan.config_hash("tesseract", cls.parse_options({}))
+    done_dir = tmp / "ds" / "pages" / "engine=tesseract"
+    done_dir.mkdir(parents=True)
+    done = ids[: n_rows // 10]
+    for k in range(0, len(done), max(1, len(done) // 20)):
+        chunk = done[k : k + max(1, len(done) // 20)]
+        cols = {name: pa.nulls(len(chunk), t) for name, t in zip(PAGE_SCHEMA.names, PAGE_SCHEMA.types)}
+        cols.update(page_id=pa.array(chunk), status=pa.array(["ok"] * len(chunk)),
+                    config_hash=pa.array([cfg] * len(chunk)), engine=pa.array(["tesseract"] * len(chunk)))
+        pq.write_table(pa.table(cols, schema=PAGE_SCHEMA), done_dir / f"part-{k}.parquet")
+    t_read, mem_read = in_subprocess("import polars as pl", f"pl.read_csv({str(m)!r}, infer_schema=False)", repeat)
+    code = (
+        f"df = load_manifest({str(m)!r})\n"
+        f"todo = plan.pending(df, plan.done_page_ids({str(tmp / 'ds')!r}, 'tesseract', {cfg!r}))\n"
+        f"batches = plan.make_batches(todo, 16, 'tesseract', {cfg!r})\n"
+        f"assert todo.height == {n_rows - len(done)} and len(batches) == {-(-(n_rows - len(done)) // 16)}"
+    )
+    t_plan, mem_plan = in_subprocess("from etl import plan; from etl.manifest import load_manifest", code, repeat)
+    return [(f"planning {n_rows:,} pages: load + check + resume-check ({len(done):,} done) + batch, vs plain Polars read",
+             f"{t_plan:.2f} s, peak {mem_plan:.0f} MB", f"{t_read:.2f} s, peak {mem_read:.0f} MB",
+             f"{t_read / t_plan:.2f} ({t_plan / t_read:.1f}x the read)", "≤ 3x the read")]
+
+
+def bench_query(tmp: Path, n_rows: int, repeat: int) -> list:
+    from etl.query import connect
+    from etl.schema import ELEMENT_SCHEMA, PAGE_SCHEMA
+
+    per_page, shards = 100, 200
+    n_pages = n_rows // per_page
+    rng = np.random.default_rng(0)
+    vocab = pa.array([f"WORD{i}" for i in range(5000)])
+    sharded, single = tmp / "q-sharded", tmp / "q-single"
+    page_ids = np.array([f"p{i:07d}" for i in range(n_pages)], dtype=object)
+
+    def element_rows(lo: int, hi: int) -> pa.Table:
+        n = (hi - lo) * per_page
+        pid = pa.array(np.repeat(page_ids[lo:hi], per_page))
+        level = pa.DictionaryArray.from_arrays(pa.array(np.tile([0] * 80 + [1] * 16 + [2] * 4, hi - lo).astype(np.int8)),
+                                               pa.array(["word", "line", "block"]))
+        cols = {
+            "page_id": pid, "engine": pa.array(["tesseract"] * n), "config_hash": pa.array(["h"] * n),
+            "run_id": pa.array(["r"] * n), "batch_id": pa.array(np.repeat(page_ids[lo:hi], per_page)),
+            "level": level.cast(pa.string()),
+            "text": pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 5000, n).astype(np.int32)), vocab).cast(pa.string()),
+            "confidence": pa.array(rng.random(n, dtype=np.float32)),
+            "x0": pa.array(rng.random(n, dtype=np.float32) * 1000), "y0": pa.array(rng.random(n, dtype=np.float32) * 1000),
+            "x1": pa.array(rng.random(n, dtype=np.float32) * 1000), "y1": pa.array(rng.random(n, dtype=np.float32) * 1000),
+            "polygon": pa.nulls(n, ELEMENT_SCHEMA.field("polygon").type),
+            "reading_order": pa.array(np.tile(np.arange(per_page, dtype=np.int32), hi - lo)),
+            "block_id": pa.array(np.zeros(n, dtype=np.int32)), "line_id": pa.array(np.zeros(n, dtype=np.int32)),
+        }
+        return pa.table(cols, schema=ELEMENT_SCHEMA)
+
+    def page_rows(lo: int, hi: int) -> pa.Table:
+        n = hi - lo
+        cols = {name: pa.nulls(n, t) for name, t in zip(PAGE_SCHEMA.names, PAGE_SCHEMA.types)}
+        cols.update(page_id=pa.array(page_ids[lo:hi]), engine=pa.array(["tesseract"] * n), run_id=pa.array(["r"] * n),
+                    batch_id=pa.array(page_ids[lo:hi]), status=pa.array(["ok"] * n), config_hash=pa.array(["h"] * n),
+                    text=pa.array(["SOME PAGE TEXT " * 20] * n), n_elements=pa.array([per_page] * n, pa.int32()),
+                    processed_at=pa.array([1_700_000_000_000] * n, pa.timestamp("ms", tz="UTC")))
+        return pa.table(cols, schema=PAGE_SCHEMA)
+
+    for table, make in (("elements", element_rows), ("pages", page_rows)):
+        for d in (sharded, single):
+            (d / table / "engine=tesseract").mkdir(parents=True)
+        step = -(-n_pages // shards)
+        with pq.ParquetWriter(single / table / "engine=tesseract" / "part-all.parquet", make(0, 1).schema,
+                              compression="zstd") as whole:
+            for k, lo in enumerate(range(0, n_pages, step)):
+                t = make(lo, min(n_pages, lo + step))
+                pq.write_table(t, sharded / table / "engine=tesseract" / f"part-{k:04d}.parquet", compression="zstd")
+                whole.write_table(t)
+    sql = {
+        "page_text": "select count(*), sum(length(text)) from page_text",
+        "elements by confidence": "select count(*), avg(confidence) from elements where level = 'line' and confidence >= 0.6",
+    }
+    rows = []
+    for name, q in sql.items():
+        def run(root):
+            con = connect(str(root))
+            con.execute(q).fetchall()
+            con.close()
+        t_sh, t_one = median_time(lambda: run(sharded), repeat), median_time(lambda: run(single), repeat)
+        rows.append((f"query `{name}` over {n_rows:,} element rows ({n_pages:,} pages): {shards} shards vs one file",
+                     f"{t_sh:.2f} s", f"{t_one:.2f} s", f"{t_one / t_sh:.2f}", ""))
+    return rows
+
+
+def chart(rows: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r[0].split(":")[0][:40] for r in rows]
+    ratios = [float(r[3].split()[0]) for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.2))
+    ax.barh(labels[::-1], ratios[::-1], color="#4c72b0")
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_xlabel("baseline time / measured time (1.0 = as fast as the baseline)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    args = dict(a.split("=", 1) for a in argv)
+    n, workers, repeat = int(args.get("pages", 16)), int(args.get("workers", 2)), int(args.get("repeat", 3))
+    plan_rows, query_rows = int(args.get("plan_rows", 1_000_000)), int(args.get("query_rows", 10_000_000))
+    target = Path(args.get("out", "BENCHMARKS.md"))
+    tmp = Path(tempfile.mkdtemp(prefix="comic-bench-"))
+    rows, profile = bench_pipeline(tmp, n, workers, repeat)
+    rows += bench_planning(tmp, plan_rows, repeat)
+    rows += bench_query(tmp, query_rows, repeat)
+    chart(rows, target.with_name("benchmarks.png"))
+    cmd = f"just bench pages={n} workers={workers} repeat={repeat} plan_rows={plan_rows} query_rows={query_rows}"
     lines = [
         "# Benchmarks",
         "",
-        f"Made by `just bench pages={n} workers={workers} repeat={repeat}` on "
-        f"{time.strftime('%Y-%m-%d')}: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. "
-        "Each time is the median of the repeats; the machine is shared and noisy (±30%), so read the ratios.",
+        f"Made by `{cmd}` on {time.strftime('%Y-%m-%d')}: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}. Each time is the median of {repeat} runs; the machine is shared "
+        "and noisy (±30%), so read the ratios. Chart: `benchmarks.png`.",
         "",
-        "| figure | measured | baseline (same run) | ratio (baseline time / measured time) |",
-        "|---|---|---|---|",
-        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "| figure | measured | baseline (same run) | ratio (baseline time / measured time) | target |",
+        "|---|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows],
         "",
-        f"Engine load (layout=regions: Tesseract version check + detector ONNX session): {load_regions:.2f} s, paid once per batch.",
+        "Engine profile (Tesseract, layout=regions; `costs.yaml` takes its figures from here):",
+        "",
+        *[f"- {k}: {v}" for k, v in profile.items()],
         "",
         "Reading the figures:",
-        "- Pipeline overhead: ratio 1.0 means the pipeline (manifest check, resume check, Lithops start-up and",
-        "  calls, Parquet shards) keeps all of the engine's own throughput; with only a few pages the fixed",
-        "  start-up of the Lithops executor weighs more than it does on a real run.",
-        "- Comic-aware cost: layout=regions runs a text detector before Tesseract; the ratio is its price",
-        "  in speed, paid for the recall plain Tesseract does not have on comic art (see README).",
-        "- Cold start: ratio < 1 means larger batches save time by loading the engine once per batch.",
+        "- Pipeline overhead: 1.0 means the pipeline (manifest check, resume check, Lithops start-up and calls,",
+        "  Parquet shards) keeps all of the engine's own throughput. The fixed start-up of the Lithops executor",
+        "  (about a second) weighs more on a few pages than on a real run.",
+        "- Comic-aware cost: layout=regions runs a text detector before Tesseract; the ratio is its price in speed,",
+        "  paid for the recall plain Tesseract lacks on comic art (README, `just eval`).",
+        "- Cold start: below 1 means larger batches save time by loading the engine once per call.",
+        "- Planning: the manifest is read as text, checked (nulls, duplicates, schemes), resolved, anti-joined",
+        "  with the pages already done, and cut into batches; peak memory is the whole process's.",
+        "- Querying: the views pick one row per page (a window over all page rows) and join elements to it.",
         "",
     ]
     target.write_text("\n".join(lines))

@@ -122,7 +122,8 @@ class LithopsExecutor:
             pending = list(futures)
             while pending:
                 done, pending = rexec.wait(
-                    pending, throw_except=False, return_when=ANY_COMPLETED, show_progressbar=False
+                    pending, throw_except=False, return_when=ANY_COMPLETED, show_progressbar=False,
+                    wait_dur_sec=0.2,  # poll often: a finished batch is reported (and the next planned) sooner
                 )
                 for f in done:
                     try:

@@ -8,43 +8,50 @@ manifest's own folder, so a manifest can travel with its images.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 from pathlib import PurePosixPath
 
 import polars as pl
 
+from fsspec.implementations.local import LocalFileSystem
+
 from etl import storage
 from etl.errors import ManifestError
 from etl.schema import RESERVED
 
 ID, URI = "page_id", "image_uri"
-ALIASES = {ID: ("canonical_id",), URI: ("absolute_image_path",)}
+ALIASES = {ID: ("canonical_id",), URI: ("absolute_image_path", "image_path")}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif", ".bmp", ".jp2"}
 SHOW = 5  # how many offending values/rows an error message lists
 
 
-def _read(uri: str) -> pl.DataFrame:
+def _read(uri: str) -> pl.LazyFrame:
     ext = PurePosixPath(uri.split("?", 1)[0]).suffix.lower()
     fs, path = storage.url_to_fs(uri)
     if not fs.exists(path):
         raise ManifestError(f"{uri}: manifest not found")
     if fs.isdir(path):
         raise ManifestError(f"{uri}: is a folder; build a manifest from it with `just manifest src={uri} out=FILE`")
+    if ext not in (".csv", ".tsv", ".txt", ".parquet", ".jsonl", ".ndjson", ".json"):
+        raise ManifestError(f"{uri}: unsupported manifest format {ext or '(no extension)'}; use .csv, .parquet or .jsonl")
+    # Local files are scanned by Polars itself (parallel, memory-mapped); remote ones are fetched first.
+    source = path if isinstance(fs, LocalFileSystem) else io.BytesIO(fs.cat_file(path))
     try:
-        with fs.open(path, "rb") as f:
-            if ext in (".csv", ".tsv", ".txt"):
-                # Everything as text: ids like "007" must stay ids, not numbers.
-                return pl.read_csv(f, infer_schema=False, separator="\t" if ext == ".tsv" else ",")
-            if ext == ".parquet":
-                return pl.read_parquet(f)
-            if ext in (".jsonl", ".ndjson", ".json"):
-                return pl.read_ndjson(f)
+        if ext in (".csv", ".tsv", ".txt"):
+            # Everything as text: ids like "007" must stay ids, not numbers.
+            lf = pl.scan_csv(source, infer_schema=False, separator="\t" if ext == ".tsv" else ",")
+        elif ext == ".parquet":
+            lf = pl.scan_parquet(source)
+        else:
+            lf = pl.scan_ndjson(source)
+        lf.collect_schema()
+        return lf
     except pl.exceptions.NoDataError:
         raise ManifestError(f"{uri}: the file is empty (no header, no rows)") from None
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise ManifestError(f"{uri}: cannot be read as {ext[1:].upper()}: {exc}") from None
-    raise ManifestError(f"{uri}: unsupported manifest format {ext or '(no extension)'}; use .csv, .parquet or .jsonl")
 
 
 def _rows(df: pl.DataFrame, mask: pl.Expr) -> list[int]:
@@ -65,43 +72,45 @@ def load_manifest(uri: str) -> pl.DataFrame:
     unsupported scheme are not fatal (see `uri_warnings`): those pages get
     error rows and the rest of the run goes on.
     """
-    df = _read(uri)
+    lf = _read(uri)
+    columns = lf.collect_schema().names()
     for col, aliases in ALIASES.items():
-        if col not in df.columns:
-            found = next((a for a in aliases if a in df.columns), None)
+        if col not in columns:
+            found = next((a for a in aliases if a in columns), None)
             if found is None:
                 raise ManifestError(
                     f"{uri}: no '{col}' column (also accepted: {', '.join(repr(a) for a in aliases)}); "
-                    f"columns found: {', '.join(df.columns) or 'none'}"
+                    f"columns found: {', '.join(columns) or 'none'}"
                 )
-            df = df.rename({found: col})
+            lf = lf.rename({found: col})
+            columns = [col if c == found else c for c in columns]
+    extras = [c for c in columns if c not in (ID, URI) and c not in RESERVED]
+    # One fused pass: read, clean the URIs, resolve relative paths.
+    try:
+        df = lf.select(
+            pl.col(ID).cast(pl.String), _resolve(uri, pl.col(URI).cast(pl.String).str.strip_chars()).alias(URI), *extras
+        ).collect()
+    except pl.exceptions.NoDataError:
+        raise ManifestError(f"{uri}: the file is empty (no header, no rows)") from None
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise ManifestError(f"{uri}: cannot be read: {exc}") from None
     if df.height == 0:
         raise ManifestError(f"{uri}: no rows (only a header?)")
-    df = df.with_columns(pl.col(ID).cast(pl.String), pl.col(URI).cast(pl.String).str.strip_chars())
+    empty = {col: pl.col(col).is_null() | (pl.col(col).str.len_bytes() == 0) for col in (ID, URI)}
+    # One pass for every count. Distinct hashes == rows proves the ids unique (a collision
+    # can only lower the count); only then is the exact, slower duplicate check skipped.
+    counts = df.select(
+        *[e.sum().alias(col) for col, e in empty.items()], pl.col(ID).hash().n_unique().alias("distinct")
+    ).row(0, named=True)
     for col in (ID, URI):
-        empty = pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
-        n = df.select(empty.sum()).item()
+        n = counts[col]
         if n:
             raise ManifestError(
-                f"{uri}: column '{col}' is null or empty in {n} row(s): data rows {_fmt_rows(_rows(df, empty), n)}"
+                f"{uri}: column '{col}' is null or empty in {n} row(s): data rows {_fmt_rows(_rows(df, empty[col]), n)}"
             )
-    dup = pl.col(ID).is_duplicated()
-    n_dup = df.select(dup.sum()).item()
-    if n_dup:
-        examples = (
-            df.with_row_index("_row", offset=1)
-            .filter(dup)
-            .group_by(ID, maintain_order=True)
-            .agg(pl.col("_row"))
-            .head(SHOW)
-        )
-        shown = "; ".join(f"{r[ID]!r} (rows {', '.join(map(str, r['_row'][:SHOW]))})" for r in examples.iter_rows(named=True))
-        n_ids = df.filter(dup)[ID].n_unique()
-        raise ManifestError(f"{uri}: column '{ID}' has {n_ids} duplicated id(s) over {n_dup} rows, e.g. {shown}")
-    scheme = _scheme(pl.col(URI))
-    df = df.with_columns(_resolve(uri, scheme).alias(URI))
-    extras = [c for c in df.columns if c not in (ID, URI) and c not in RESERVED]
-    return df.select(ID, URI, *extras)
+    if counts["distinct"] < df.height:
+        _check_duplicates(df, uri)
+    return df
 
 
 def _scheme(col: pl.Expr) -> pl.Expr:
@@ -123,14 +132,31 @@ def uri_warnings(df: pl.DataFrame, uri: str) -> str | None:
     )
 
 
-def _resolve(manifest_uri: str, scheme: pl.Expr) -> pl.Expr:
+def _check_duplicates(df: pl.DataFrame, uri: str) -> None:
+    dup = pl.col(ID).is_duplicated()
+    n_dup = df.select(dup.sum()).item()
+    if not n_dup:
+        return
+    examples = (
+        df.with_row_index("_row", offset=1)
+        .filter(dup)
+        .group_by(ID, maintain_order=True)
+        .agg(pl.col("_row"))
+        .head(SHOW)
+    )
+    shown = "; ".join(f"{r[ID]!r} (rows {', '.join(map(str, r['_row'][:SHOW]))})" for r in examples.iter_rows(named=True))
+    n_ids = df.filter(dup)[ID].n_unique()
+    raise ManifestError(f"{uri}: column '{ID}' has {n_ids} duplicated id(s) over {n_dup} rows, e.g. {shown}")
+
+
+def _resolve(manifest_uri: str, col: pl.Expr) -> pl.Expr:
     """Relative local paths are relative to the manifest's folder."""
     if storage.scheme_of(manifest_uri):
         base = posixpath.dirname(manifest_uri)
     else:
         base = os.path.dirname(os.path.abspath(manifest_uri))
-    relative = (scheme == "") & ~pl.col(URI).str.starts_with("/")
-    return pl.when(relative).then(pl.lit(base + "/") + pl.col(URI)).otherwise(pl.col(URI))
+    relative = ~col.str.contains("://", literal=True) & ~col.str.starts_with("/") & (col.str.len_bytes() > 0)
+    return pl.when(relative).then(pl.lit(base + "/") + col).otherwise(col)
 
 
 def build_manifest(src: str, out: str | None = None) -> pl.DataFrame:

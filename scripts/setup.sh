@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v tesseract >/dev/null || need_apt+=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd)
+# Japanese data (4 MB) for `just eval` on manga pages; the tests need only English.
+[ -f /usr/share/tesseract-ocr/5/tessdata/jpn.traineddata ] || need_apt+=(tesseract-ocr-jpn tesseract-ocr-jpn-vert)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -22,5 +24,5 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[tesseract,s3,dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[tesseract,vlm,s3,eval,dev]'
 echo "setup done: $(.venv/bin/python --version), $(tesseract --version 2>&1 | head -1)"

@@ -21,8 +21,12 @@ from etl.schema import PageResult
 # name -> "module:Class". Methods not listed here are not implemented yet.
 REGISTRY: dict[str, str] = {
     "tesseract": "engines.tesseract:TesseractEngine",
+    "qwen": "engines.vlm:QwenEngine",
+    "gemma": "engines.vlm:GemmaEngine",
+    "deepseek": "engines.vlm:DeepSeekEngine",
 }
-PLANNED = {"easyocr", "paddleocr", "qwen", "gemma", "deepseek"}
+PLANNED = {"easyocr", "paddleocr"}
+EXTRAS = {"qwen": "vlm", "gemma": "vlm", "deepseek": "vlm"}  # engine -> optional-dependency group
 
 
 class Engine(ABC):
@@ -75,9 +79,10 @@ def get_engine(name: str) -> type[Engine]:
     try:
         return getattr(importlib.import_module(module), cls)
     except ImportError as exc:
+        extra = EXTRAS.get(name, name)
         raise ConfigError(
             f"engine {name!r} needs packages that are not installed ({exc.name or exc}): "
-            f"pip install 'comic-ocr-etl[{name}]'"
+            f"pip install 'comic-ocr-etl[{extra}]'"
         ) from None
 
 

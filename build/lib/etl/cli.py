@@ -6,6 +6,7 @@ rerun command); 2 unusable input or configuration (nothing was processed).
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -62,6 +63,9 @@ def cmd_ocr(kv: dict[str, str]) -> int:
 
     if not kv.get("manifest"):
         raise UsageError(f"ocr needs manifest=PATH\n{USAGE}")
+    key = kv.pop("api_key", None)
+    if key:  # into this process's environment only: workers inherit it, payloads never carry it
+        os.environ[kv.get("api_key_env") or "OPENROUTER_API_KEY"] = key
     run_args = {k: _typed(k, v) for k, v in kv.items() if k in RUN_KEYS}
     engine_options = {k: v for k, v in kv.items() if k not in RUN_KEYS and v != ""}
     show = run_args.pop("progress", None)
@@ -108,7 +112,10 @@ def print_summary(s, kv: dict[str, str]) -> None:
                   f"{s.workers} workers on {s.backend}")
     if s.max_peak_rss_mb:
         table.add_row("memory", f"peak {s.max_peak_rss_mb:.0f} MB per worker")
-    if s.processed:
+    if s.prompt_tokens or s.completion_tokens:
+        cost = f", estimated ${s.cost_usd:,.4f}" if s.cost_usd is not None else ", no price for this model in costs.yaml"
+        table.add_row("tokens", f"{s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion{cost}")
+    elif s.processed:
         table.add_row("cost", _cost_line(s))
     table.add_row("output", s.out)
     if s.failed:

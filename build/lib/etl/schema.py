@@ -31,10 +31,10 @@ class Element:
     """
 
     text: str
-    x0: float
-    y0: float
-    x1: float
-    y1: float
+    x0: float | None  # None where the engine gives text without a location (plain-text VLMs)
+    y0: float | None
+    x1: float | None
+    y1: float | None
     level: str = "line"
     confidence: float | None = None
     polygon: list[tuple[float, float]] | None = None
@@ -49,6 +49,8 @@ class PageResult:
 
     elements: list[Element] = field(default_factory=list)
     text: str = ""
+    # API engines: prompt_tokens, completion_tokens, sent_width, sent_height, model
+    usage: dict = field(default_factory=dict)
 
 
 PAGE_COLUMNS = [
@@ -69,6 +71,12 @@ PAGE_COLUMNS = [
     ("mean_confidence", pa.float32()),
     ("duration_ms", pa.float32()),
     ("processed_at", pa.timestamp("ms", tz="UTC")),
+    # API engines only (null for local ones): tokens, estimated cost, image size sent.
+    ("prompt_tokens", pa.int32()),
+    ("completion_tokens", pa.int32()),
+    ("cost_usd", pa.float64()),
+    ("sent_width", pa.int32()),
+    ("sent_height", pa.int32()),
 ]
 PAGE_SCHEMA = pa.schema(PAGE_COLUMNS)
 

@@ -19,6 +19,8 @@ from etl.errors import EngineError, InputError, PageError, PageTimeout, Transien
 from etl.schema import STATUS_ERROR, STATUS_OK, element_table, page_table
 
 MAX_ERROR_CHARS = 500
+PAGE_SUMMARY_KEYS = ("page_id", "status", "error_kind", "error", "duration_ms", "prompt_tokens",
+                     "completion_tokens", "cost_usd")
 
 
 def shard_uri(out: str, table: str, engine: str, name: str) -> str:
@@ -35,8 +37,6 @@ def process_batch(task: dict) -> dict:
     t0 = time.perf_counter()
     engine_name = task["engine"]
     common = {k: task[k] for k in ("engine", "config_hash", "run_id", "batch_id")}
-    page_rows: list[dict] = []
-    element_rows: list[dict] = []
     engine, engine_version, init_error = None, None, None
     try:
         from engines import get_engine
@@ -48,40 +48,21 @@ def process_batch(task: dict) -> dict:
         init_error = PageError(f"engine {engine_name!r} failed to start: {_short(exc)}", kind="engine_init")
     load_s = time.perf_counter() - t0
 
-    for page in task["pages"]:
-        started = time.perf_counter()
-        row = {**common, "page_id": page["page_id"], "image_uri": page["image_uri"],
-               "engine_version": engine_version, "extra": page.get("extra", {})}
-        try:
-            if init_error:
-                raise init_error
-            data = _read(page["image_uri"])
-            image = images.decode(data, task.get("max_pixels") or images.DEFAULT_MAX_PIXELS)
-            row["width"], row["height"] = image.size
-            with deadline(task.get("page_timeout")):
-                result = engine.read(image)
-        except PageError as exc:
-            row.update(status=STATUS_ERROR, error_kind=exc.kind, error=_short(exc))
-        except MemoryError:
-            row.update(status=STATUS_ERROR, error_kind="out_of_memory", error="the engine ran out of memory on this page")
-        except Exception as exc:  # an engine bug on one page must not sink the batch
-            row.update(status=STATUS_ERROR, error_kind=EngineError.kind, error=_short(exc))
-        else:
-            confs = [e.confidence for e in result.elements if e.level == "line" and e.confidence is not None]
-            row.update(
-                status=STATUS_OK, text=result.text, n_elements=len(result.elements),
-                mean_confidence=sum(confs) / len(confs) if confs else None,
-            )
-            for el in result.elements:
-                element_rows.append({
-                    **common, "page_id": page["page_id"], "level": el.level, "text": el.text,
-                    "confidence": el.confidence, "x0": el.x0, "y0": el.y0, "x1": el.x1, "y1": el.y1,
-                    "polygon": [list(p) for p in el.polygon] if el.polygon else None,
-                    "reading_order": el.reading_order, "block_id": el.block_id, "line_id": el.line_id,
-                })
-        row["duration_ms"] = (time.perf_counter() - started) * 1000
-        row["processed_at"] = datetime.now(timezone.utc)
-        page_rows.append(row)
+    def one(page: dict, timed: bool) -> tuple[dict, list[dict]]:
+        return _process_page(engine, init_error, page, task, common, engine_version, timed)
+
+    concurrency = getattr(engine, "concurrency", 1) if engine is not None else 1
+    if concurrency > 1:
+        # API engines: pages wait on the network, so several are in flight; each
+        # request has its own timeout (the page alarm works in the main thread only).
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            done = list(pool.map(lambda p: one(p, False), task["pages"]))
+    else:
+        done = [one(p, True) for p in task["pages"]]
+    page_rows = [row for row, _ in done]
+    element_rows = [e for _, elements in done for e in elements]
     if engine is not None:
         engine.close()
 
@@ -98,11 +79,59 @@ def process_batch(task: dict) -> dict:
     return {
         "batch_id": task["batch_id"],
         "engine_version": engine_version,
-        "pages": [{k: r.get(k) for k in ("page_id", "status", "error_kind", "error", "duration_ms")} for r in page_rows],
+        "pages": [{k: r.get(k) for k in PAGE_SUMMARY_KEYS} for r in page_rows],
         "load_s": load_s,
         "elapsed_s": time.perf_counter() - t0,
         "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def _process_page(engine, init_error, page: dict, task: dict, common: dict, engine_version, timed: bool):
+    """One page -> its page row and element rows; every failure becomes the row's error."""
+    started = time.perf_counter()
+    row = {**common, "page_id": page["page_id"], "image_uri": page["image_uri"],
+           "engine_version": engine_version, "extra": page.get("extra", {})}
+    elements: list[dict] = []
+    try:
+        if init_error:
+            raise init_error
+        data = _read(page["image_uri"])
+        image = images.decode(data, task.get("max_pixels") or images.DEFAULT_MAX_PIXELS)
+        row["width"], row["height"] = image.size
+        with deadline(task.get("page_timeout") if timed else None):
+            result = engine.read(image)
+    except PageError as exc:
+        row.update(status=STATUS_ERROR, error_kind=exc.kind, error=_short(exc))
+    except MemoryError:
+        row.update(status=STATUS_ERROR, error_kind="out_of_memory", error="the engine ran out of memory on this page")
+    except Exception as exc:  # an engine bug on one page must not sink the batch
+        row.update(status=STATUS_ERROR, error_kind=EngineError.kind, error=_short(exc))
+    else:
+        confs = [e.confidence for e in result.elements if e.level == "line" and e.confidence is not None]
+        row.update(
+            status=STATUS_OK, text=result.text, n_elements=len(result.elements),
+            mean_confidence=sum(confs) / len(confs) if confs else None,
+        )
+        _add_usage(row, result.usage, task.get("price"))
+        for el in result.elements:
+            elements.append({
+                **common, "page_id": page["page_id"], "level": el.level, "text": el.text,
+                "confidence": el.confidence, "x0": el.x0, "y0": el.y0, "x1": el.x1, "y1": el.y1,
+                "polygon": [list(p) for p in el.polygon] if el.polygon else None,
+                "reading_order": el.reading_order, "block_id": el.block_id, "line_id": el.line_id,
+            })
+    row["duration_ms"] = (time.perf_counter() - started) * 1000
+    row["processed_at"] = datetime.now(timezone.utc)
+    return row, elements
+
+
+def _add_usage(row: dict, usage: dict, price: dict | None) -> None:
+    """Tokens, image size sent and the estimated cost (price: USD per million tokens)."""
+    for key in ("prompt_tokens", "completion_tokens", "sent_width", "sent_height"):
+        row[key] = usage.get(key)
+    if price and row["prompt_tokens"] is not None:
+        row["cost_usd"] = (row["prompt_tokens"] * price.get("prompt", 0)
+                           + (row["completion_tokens"] or 0) * price.get("completion", 0)) / 1e6
 
 
 def _read(uri: str) -> bytes:
@@ -126,18 +155,33 @@ def _read(uri: str) -> bytes:
 
 @contextlib.contextmanager
 def deadline(seconds: float | None):
-    """Raise PageTimeout in this (main) thread after `seconds`; a no-op elsewhere."""
+    """Raise PageTimeout in this (main) thread after `seconds`; a no-op elsewhere.
+
+    Library code may catch the alarm's exception and raise its own (a broad
+    `except` in a model's pre-processing): once the alarm has fired, whatever
+    comes out is reported as the timeout it is.
+    """
     if not seconds or threading.current_thread() is not threading.main_thread():
         yield
         return
+    message = f"page took longer than page_timeout={seconds:g} s"
+    fired = False
 
     def on_alarm(signum, frame):
-        raise PageTimeout(f"page took longer than page_timeout={seconds:g} s")
+        nonlocal fired
+        fired = True
+        raise PageTimeout(message)
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except PageTimeout:
+        raise
+    except Exception as exc:
+        if fired:
+            raise PageTimeout(message) from exc
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -1,0 +1,119 @@
+"""A stand-in for a remote vision-language model: a local HTTP server speaking the
+OpenAI chat-completions protocol. It recognises which known page an image shows
+(by a tiny thumbnail) and answers with that page's transcript in the model
+family's real format, boxes in that family's coordinates. Scripted faults: 429
+with Retry-After, 5xx, slow answers, malformed JSON bodies, finish_reason=length.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+
+def thumb(img: Image.Image) -> list[int]:
+    return list(img.convert("L").resize((16, 16), Image.BILINEAR).tobytes())
+
+
+class FakeVLM:
+    def __init__(self, pages: dict[str, tuple[Image.Image, list[dict]]]):
+        """pages: page_id -> (source image, [{"text", "box": [x0, y0, x1, y1] in source pixels}])."""
+        self.pages = {pid: (thumb(img), img.size, lines) for pid, (img, lines) in pages.items()}
+        self.requests: list[dict] = []  # what each request carried (headers, model, image size)
+        self.attempts: dict[str, int] = defaultdict(int)
+        self.fault = None  # callable(page_id, attempt) -> None | ("429", seconds) | ("500",) | ("slow", s) | ("badjson",) | ("length",) | ("empty",)
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def identify(self, img: Image.Image) -> str:
+        t = thumb(img)
+        return min(self.pages, key=lambda pid: sum(abs(a - b) for a, b in zip(self.pages[pid][0], t)))
+
+    def answer(self, family: str, pid: str, sent: tuple[int, int]) -> str:
+        _, (sw, sh), lines = self.pages[pid]
+        if family == "gemma":
+            return "\n".join(line["text"] for line in lines)
+        if family == "deepseek":
+            parts = []
+            for line in lines:
+                x0, y0, x1, y1 = line["box"]
+                grid = [round(x0 / sw * 999), round(y0 / sh * 999), round(x1 / sw * 999), round(y1 / sh * 999)]
+                parts.append(f"<|ref|>{line['text']}<|/ref|><|det|>[{json.dumps(grid)}]<|/det|>")
+            return "\n".join(parts)
+        fx, fy = sent[0] / sw, sent[1] / sh  # qwen: pixels of the image it was sent
+        items = [{"bbox_2d": [round(b[0] * fx), round(b[1] * fy), round(b[2] * fx), round(b[3] * fy)], "text": line["text"]}
+                 for line in lines for b in [line["box"]]]
+        return "Here is the text:\n```json\n" + json.dumps(items, indent=1) + "\n```"
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict | None = None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                content = body["messages"][0]["content"]
+                url = next(c["image_url"]["url"] for c in content if c["type"] == "image_url")
+                prompt = next(c["text"] for c in content if c["type"] == "text")
+                mime, b64 = url[5:].split(";base64,")
+                img = Image.open(io.BytesIO(base64.b64decode(b64)))
+                pid = fake.identify(img)
+                family = "deepseek" if "grounding" in prompt else "qwen" if "bbox_2d" in prompt else "gemma"
+                with fake.lock:
+                    fake.attempts[pid] += 1
+                    attempt = fake.attempts[pid]
+                    fake.requests.append({"page": pid, "attempt": attempt, "auth": self.headers.get("Authorization"),
+                                          "mime": mime, "format": img.format, "size": img.size,
+                                          "model": body["model"], "max_tokens": body.get("max_tokens")})
+                fault = fake.fault(pid, attempt) if fake.fault else None
+                if fault and fault[0] == "429":
+                    return self._send(429, b'{"error": {"message": "rate limited"}}', {"Retry-After": str(fault[1])})
+                if fault and fault[0] == "500":
+                    return self._send(500, b'{"error": {"message": "upstream overloaded"}}')
+                if fault and fault[0] == "slow":
+                    time.sleep(fault[1])
+                if fault and fault[0] == "badjson":
+                    return self._send(200, b'{"id": "x", "choices": [ {"message": ')
+                text = "" if fault and fault[0] == "empty" else fake.answer(family, pid, img.size)
+                finish = "length" if fault and fault[0] == "length" else "stop"
+                reply = {
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                    "usage": {"prompt_tokens": 1000 + img.size[0] * img.size[1] // 784, "completion_tokens": len(text) // 4,
+                              "total_tokens": 0},
+                }
+                self._send(200, json.dumps(reply).encode())
+
+        return Handler

@@ -1,0 +1,36 @@
+import pytest
+
+from etl.evaluate import Norm, main, normalize, score
+
+
+def test_normalisation_and_units():
+    assert normalize("Hello,  WORLD!  It's") == "hello world its"
+    assert normalize("ＬＩＮＫ！　７") == "link 7"  # NFKC folds full-width forms
+    assert normalize("Hello!", Norm(fold_case=False, strip_punct=False)) == "Hello!"
+    s = score("THE QUICK BROWN FOX", "the quick fox jumps")
+    assert s["unit"] == "word" and s["recall"] == pytest.approx(0.75) and s["precision"] == pytest.approx(0.75)
+    ja = score("素直にあやまるしか", "素直にあやま")
+    assert ja["unit"] == "char" and ja["recall"] == pytest.approx(6 / 9)
+    assert score("abc", "")["recall"] == 0 and score("abc", "abc")["cer"] == 0
+    # Order does not matter for recall (loose transcripts), it does for CER.
+    swapped = score("one two three", "three two one")
+    assert swapped["recall"] == 1 and swapped["cer"] > 0
+
+
+def test_eval_writes_report_chart_and_per_page_scores(comic_pages, tmp_path, capsys):
+    out = tmp_path / "ev"
+    code = main([f"manifest={comic_pages / 'manifest.csv'}", f"truth={comic_pages / 'truth.jsonl'}",
+                 "engine=tesseract,tesseract:layout=page", f"out={out}", "limit=2"])
+    assert code == 0
+    report = (out / "REPORT.md").read_text()
+    assert "| `tesseract` |" in report and "| `tesseract:layout=page` |" in report and "Worst pages" in report
+    assert (out / "recall.png").stat().st_size > 5000
+    rows = (out / "pages.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2
+    ours = [line for line in report.splitlines() if line.startswith("| comics") and "| `tesseract` |" in line][0]
+    assert float(ours.split("|")[5]) >= 0.9  # recall column
+
+    # Scoring an existing dataset without rerunning anything.
+    code = main([f"out={out / 'data' / 'comics'}", f"truth={comic_pages / 'truth.jsonl'}", "engine=tesseract",
+                 f"report={tmp_path / 'r2'}"])
+    assert code == 0 and (tmp_path / "r2" / "REPORT.md").is_file()
