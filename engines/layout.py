@@ -26,6 +26,15 @@ class Box:
         return Box(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1), max(self.y1, other.y1))
 
 
+def union_all(boxes) -> Box:
+    """The smallest box holding all of `boxes` (an iterable of at least one Box)."""
+    it = iter(boxes)
+    out = next(it)
+    for b in it:
+        out = out.union(b)
+    return out
+
+
 def group_blocks(lines: list[Box], gap: float = 0.8, overlap: float = 0.3) -> list[list[int]]:
     """Indices of `lines` grouped into blocks, lines in each block top to bottom."""
     parent = list(range(len(lines)))
@@ -67,3 +76,10 @@ def order_blocks(blocks: list[Box], rtl: bool = False) -> list[int]:
             row_bottom = b.y1
     key = (lambda i: -blocks[i].x1) if rtl else (lambda i: blocks[i].x0)
     return [i for row in rows for i in sorted(row, key=key)]
+
+
+def reading_sequence(lines: list[Box], rtl: bool = False) -> list[tuple[int, int]]:
+    """(block index, line index) for every line, in reading order."""
+    blocks = group_blocks(lines)
+    order = order_blocks([union_all(lines[i] for i in g) for g in blocks], rtl=rtl)
+    return [(bi, li) for bi in order for li in blocks[bi]]

@@ -19,7 +19,7 @@ import pytesseract
 from PIL import Image, ImageDraw, ImageOps
 
 from engines.base import Engine
-from engines.layout import Box, group_blocks, order_blocks
+from engines.layout import Box, reading_sequence, union_all
 from etl.errors import ConfigError, EngineError, PageTimeout
 from etl.schema import Element, PageResult
 
@@ -137,16 +137,7 @@ class TesseractEngine(Engine):
         quads = self._detector(np.asarray(image.convert("RGB")))
         if not quads:
             return PageResult()
-        boxes = [Box(*q.min(0), *q.max(0)) for q in quads]
-        blocks = group_blocks(boxes)
-        block_boxes = []
-        for g in blocks:
-            bb = boxes[g[0]]
-            for i in g[1:]:
-                bb = bb.union(boxes[i])
-            block_boxes.append(bb)
-        order = order_blocks(block_boxes, rtl=self.options.rtl)
-        line_seq = [(bi, li) for bi in order for li in blocks[bi]]  # reading order
+        line_seq = reading_sequence([Box(*q.min(0), *q.max(0)) for q in quads], rtl=self.options.rtl)
         gray = image.convert("L")
         words_per_line = self._read_lines(gray, [quads[li] for _, li in line_seq])
         groups = [(bi, words, quads[li]) for (bi, li), words in zip(line_seq, words_per_line)]
@@ -232,9 +223,7 @@ def _assemble(groups: list[tuple[int, list[tuple[str, float, Box]], np.ndarray |
             continue  # a detected region with no readable text
         block_id = block_ids.setdefault(key, len(block_ids))
         confs = [c for _, c, _ in words]
-        box = words[0][2]
-        for _, _, b in words[1:]:
-            box = box.union(b)
+        box = union_all(b for _, _, b in words)
         polygon = None
         if quad is not None:
             box = Box(*quad.min(0), *quad.max(0))
@@ -248,9 +237,7 @@ def _assemble(groups: list[tuple[int, list[tuple[str, float, Box]], np.ndarray |
         line_id += 1
     paragraphs = []
     for block_id, lines in block_lines.items():
-        box = lines[0][2]
-        for _, _, b in lines[1:]:
-            box = box.union(b)
+        box = union_all(b for _, _, b in lines)
         confs = [c for _, cs, _ in lines for c in cs]
         add("block", text=" ".join(t for t, _, _ in lines), confidence=float(np.mean(confs)),
             x0=box.x0, y0=box.y0, x1=box.x1, y1=box.y1, block_id=block_id)

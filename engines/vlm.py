@@ -26,6 +26,7 @@ import re
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
 from engines.base import Engine
@@ -33,6 +34,7 @@ from etl.errors import ConfigError, EngineError, TransientError
 from etl.schema import Element, PageResult
 
 KEY_ENVS = ("OPENROUTER_API_KEY", "OPENAI_API_KEY")
+CROP_PROMPT = "Transcribe the text in this image exactly as written. Output only the text."
 OPENROUTER = "https://openrouter.ai/api/v1"
 
 
@@ -52,10 +54,14 @@ class VlmOptions:
     coords: str = ""  # pixels | norm1000 | norm999; default: the family's
     logprobs: bool = False  # ask for log-probabilities to derive confidences (where the API gives them)
     prompt: str = ""  # override the family's prompt
+    vlm_mode: str = "page"  # page | crops: read the lines the local detector finds, one request each (boxes for every family)
+    rtl: bool = False  # crops: right-to-left block order (manga)
 
     def __post_init__(self):
         if self.image_format not in ("png", "jpeg"):
             raise ValueError(f"image_format must be png or jpeg, not {self.image_format!r}")
+        if self.vlm_mode not in ("page", "crops"):
+            raise ValueError(f"vlm_mode must be page or crops, not {self.vlm_mode!r}")
         if self.coords not in ("", "pixels", "norm1000", "norm999"):
             raise ValueError(f"coords must be pixels, norm1000 or norm999, not {self.coords!r}")
         if self.concurrency < 1 or self.api_retries < 0 or self.timeout <= 0:
@@ -93,9 +99,15 @@ class VlmEngine(Engine):
         self._client = openai.OpenAI(base_url=options.base_url, api_key=self._key or "none",
                                      timeout=options.timeout, max_retries=0)
         self.concurrency = options.concurrency
+        self._detector = None
+        if options.vlm_mode == "crops":
+            from engines.detect import TextDetector
+
+            self._detector = TextDetector()
 
     def version(self) -> str:
-        return f"{self.name} {self.options.model} @ {re.sub(r'^https?://', '', self.options.base_url)}"
+        v = f"{self.name} {self.options.model} @ {re.sub(r'^https?://', '', self.options.base_url)}"
+        return f"{v}; crops from {self._detector.version}" if self._detector else v
 
     # -- image ----------------------------------------------------------------------------
     def prepare(self, image: Image.Image) -> tuple[bytes, str, tuple[int, int]]:
@@ -117,14 +129,14 @@ class VlmEngine(Engine):
         return w, h
 
     # -- request --------------------------------------------------------------------------
-    def ask(self, image_bytes: bytes, mime: str):
+    def ask(self, image_bytes: bytes, mime: str, prompt: str | None = None):
         import openai
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
         url = f"data:{mime};base64,{base64.b64encode(image_bytes).decode()}"
         messages = [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": url}},
-            {"type": "text", "text": self.options.prompt or self.prompt},
+            {"type": "text", "text": prompt or self.options.prompt or self.prompt},
         ]}]
         backoff = wait_exponential_jitter(initial=1, max=self.options.max_wait)
 
@@ -162,10 +174,10 @@ class VlmEngine(Engine):
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
-    # -- page -----------------------------------------------------------------------------
-    def read(self, image: Image.Image) -> PageResult:
+    def _answer(self, image: Image.Image, prompt: str | None = None):
+        """Send one image; return (answer text, choice, response, size sent). Bad answers raise."""
         data, mime, sent = self.prepare(image)
-        response = self.ask(data, mime)
+        response = self.ask(data, mime, prompt)
         choices = getattr(response, "choices", None) or []
         if not choices:
             raise EngineError("the API returned no choices", kind="bad_answer")
@@ -176,6 +188,13 @@ class VlmEngine(Engine):
                               "raise max_tokens= or lower max_side=", kind="truncated")
         if not answer.strip():
             raise EngineError(f"empty answer (finish_reason={choice.finish_reason})", kind="empty_answer")
+        return answer, choice, response, sent
+
+    # -- page -----------------------------------------------------------------------------
+    def read(self, image: Image.Image) -> PageResult:
+        if self._detector is not None:
+            return self._read_crops(image)
+        answer, choice, response, sent = self._answer(image)
         lines = self.parse(answer)  # [(text, box in sent-image coords or None)]
         if lines is None:
             raise EngineError(f"cannot parse the answer as {self.name}'s format: {answer[:200]!r}", kind="bad_answer")
@@ -190,12 +209,33 @@ class VlmEngine(Engine):
             elements.append(Element(text=text, level="line", confidence=conf, block_id=i, line_id=i,
                                     reading_order=i, **kw))
         usage = getattr(response, "usage", None)
-        result = PageResult(elements=elements, text="\n".join(t for t, _ in lines))
-        result.usage = {
+        return PageResult(elements=elements, text="\n".join(t for t, _ in lines), usage={
             "prompt_tokens": getattr(usage, "prompt_tokens", None), "completion_tokens": getattr(usage, "completion_tokens", None),
             "sent_width": sent[0], "sent_height": sent[1], "model": self.options.model,
-        }
-        return result
+        })
+
+    def _read_crops(self, image: Image.Image) -> PageResult:
+        """vlm_mode=crops: the detector's lines, each read by the model; boxes from the detector."""
+        from engines.layout import Box, reading_sequence
+
+        quads = self._detector(np.asarray(image.convert("RGB")))
+        boxes = [Box(*q.min(0), *q.max(0)) for q in quads]
+        elements, texts = [], []
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "model": self.options.model}
+        for order, (block, i) in enumerate(reading_sequence(boxes, rtl=self.options.rtl)):
+            b = boxes[i]
+            pad = 0.15 * (b.y1 - b.y0)
+            crop = image.crop((max(0, int(b.x0 - pad)), max(0, int(b.y0 - pad)),
+                               min(image.width, int(b.x1 + pad) + 1), min(image.height, int(b.y1 + pad) + 1)))
+            answer, choice, response, _ = self._answer(crop, CROP_PROMPT)
+            text = " ".join(answer.split())
+            for key in ("prompt_tokens", "completion_tokens"):
+                usage[key] += getattr(getattr(response, "usage", None), key, 0) or 0
+            elements.append(Element(text=text, level="line", confidence=_confidence(choice), x0=b.x0, y0=b.y0,
+                                    x1=b.x1, y1=b.y1, polygon=[(float(x), float(y)) for x, y in quads[i]],
+                                    block_id=block, line_id=order, reading_order=order))
+            texts.append(text)
+        return PageResult(elements=elements, text="\n".join(texts), usage=usage)
 
     def _to_source(self, source: tuple[int, int], sent: tuple[int, int]) -> tuple[float, float]:
         grid = {"norm1000": 1000.0, "norm999": 999.0}.get(self.options.coords)

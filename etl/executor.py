@@ -114,9 +114,12 @@ class LithopsExecutor:
             # A dict in the map data would be taken as keyword arguments: wrap each.
             # Local workers inherit this environment; cloud workers get the storage settings.
             extra_env = storage_env() if backend_of(self.config) != "localhost" else None
+            # include_modules=None: ship no code. The package is installed where workers run
+            # (this venv locally, the runtime image in the cloud); analysing and pickling its
+            # imports (Polars, PyArrow, ...) cost seconds of start-up on every run.
             futures = rexec.map(
                 fn, [(t,) for t in tasks], retries=self.retries, extra_env=extra_env or None,
-                timeout=int(self.call_timeout) if self.call_timeout else None,
+                timeout=int(self.call_timeout) if self.call_timeout else None, include_modules=None,
             )
             index = {id(f): i for i, f in enumerate(futures)}
             pending = list(futures)

@@ -22,10 +22,23 @@ def thumb(img: Image.Image) -> list[int]:
     return list(img.convert("L").resize((16, 16), Image.BILINEAR).tobytes())
 
 
+def strip(img: Image.Image) -> list[int]:
+    return list(img.convert("L").resize((96, 12), Image.BILINEAR).tobytes())
+
+
+def _pad(box, size):
+    x0, y0, x1, y1 = box
+    p = 0.3 * (y1 - y0)
+    return (max(0, x0 - p), max(0, y0 - p), min(size[0], x1 + p), min(size[1], y1 + p))
+
+
 class FakeVLM:
     def __init__(self, pages: dict[str, tuple[Image.Image, list[dict]]]):
         """pages: page_id -> (source image, [{"text", "box": [x0, y0, x1, y1] in source pixels}])."""
         self.pages = {pid: (thumb(img), img.size, lines) for pid, (img, lines) in pages.items()}
+        # For crop requests (vlm_mode=crops): a small picture of every true line.
+        self.lines = [(strip(img.crop(_pad(line["box"], img.size))), line["text"])
+                      for img, lines in pages.values() for line in lines]
         self.requests: list[dict] = []  # what each request carried (headers, model, image size)
         self.attempts: dict[str, int] = defaultdict(int)
         self.fault = None  # callable(page_id, attempt) -> None | ("429", seconds) | ("500",) | ("slow", s) | ("badjson",) | ("length",) | ("empty",)
@@ -89,6 +102,17 @@ class FakeVLM:
                 prompt = next(c["text"] for c in content if c["type"] == "text")
                 mime, b64 = url[5:].split(";base64,")
                 img = Image.open(io.BytesIO(base64.b64decode(b64)))
+                if prompt.startswith("Transcribe the text in this image"):  # one line crop
+                    t = strip(img)
+                    text = min(fake.lines, key=lambda ln: sum(abs(a - b) for a, b in zip(ln[0], t)))[1]
+                    with fake.lock:
+                        fake.requests.append({"page": None, "crop": img.size, "auth": self.headers.get("Authorization"),
+                                              "mime": mime, "format": img.format, "size": img.size, "model": body["model"]})
+                    reply = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                          "finish_reason": "stop"}],
+                             "usage": {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105}}
+                    return self._send(200, json.dumps(reply).encode())
                 pid = fake.identify(img)
                 family = "deepseek" if "grounding" in prompt else "qwen" if "bbox_2d" in prompt else "gemma"
                 with fake.lock:

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -90,7 +91,11 @@ def test_runtime_requirements_install_in_a_clean_venv_and_run_a_batch(tmp_path):
     py = str(venv / "bin" / "python")
     pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run(pip + ["-r", str(PINS)], check=True, timeout=1200)
-    subprocess.run(pip + ["--no-deps", str(REPO)], check=True, timeout=600, cwd=tmp_path)
+    src = tmp_path / "src"  # a copy: building in place would leave build/ in the checkout
+    src.mkdir()
+    for part in ("pyproject.toml", "README.md", "etl", "engines"):
+        (shutil.copytree if (REPO / part).is_dir() else shutil.copy)(REPO / part, src / part)
+    subprocess.run(pip + ["--no-deps", str(src)], check=True, timeout=600, cwd=tmp_path)
     task = {
         "engine": "tesseract", "options": {"lang": "eng"}, "out": str(tmp_path / "ds"), "run_id": "r1",
         "batch_id": "b1", "config_hash": "h", "extra_columns": [], "page_timeout": 120,

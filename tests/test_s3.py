@@ -89,3 +89,22 @@ def test_storage_unreachable_mid_run_then_a_rerun_completes(comic_pages, bucket,
 @pytest.fixture(autouse=True)
 def _expose_proxy(s3_server):
     pytest.s3_proxy = s3_server
+
+
+def test_http_image_uris(comic_pages, tmp_path):
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(comic_pages))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"page_id,image_uri\ncomic-000,{base}/comic-000.png\ngone,{base}/no-such-page.png\n")
+        s = run_ocr(str(manifest), out=str(tmp_path / "ds"))
+        assert (s.ok, s.failed) == (1, 1) and s.error_kinds == {"missing_file": 1}
+        assert recall(truth_of(comic_pages)["comic-000"], query(str(tmp_path / "ds"), "select text from page_text")["text"][0]) >= 0.9
+    finally:
+        server.shutdown()

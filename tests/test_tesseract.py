@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import recall, truth_of
 from engines import get_engine
-from engines.layout import Box, group_blocks, order_blocks
+from engines.layout import Box, group_blocks, order_blocks, union_all
 from etl.errors import ConfigError
 
 Tesseract = get_engine("tesseract")
@@ -98,12 +98,7 @@ def test_reading_order_groups_bubbles_and_reads_rows():
              Box(100, 500, 400, 530)]
     blocks = group_blocks(lines)
     assert sorted(map(sorted, blocks)) == [[0, 1], [2, 3], [4]]
-    boxes = []
-    for g in blocks:
-        b = lines[g[0]]
-        for i in g[1:]:
-            b = b.union(lines[i])
-        boxes.append(b)
+    boxes = [union_all(lines[i] for i in g) for g in blocks]
     ltr = [blocks[i] for i in order_blocks(boxes)]
     assert ltr == [[2, 3], [0, 1], [4]]
     rtl = [blocks[i] for i in order_blocks(boxes, rtl=True)]

@@ -141,6 +141,23 @@ def test_the_key_appears_in_no_output_file_log_or_payload(comic_pages, fake, tmp
     assert "HTTP 500" in error and SECRET not in error
 
 
+def test_crops_mode_gives_detector_boxes_to_a_model_without_grounding(comic_pages, fake, tmp_path):
+    s = run(comic_pages, tmp_path / "ds", "gemma", fake, limit=2, vlm_mode="crops")
+    assert (s.ok, s.failed) == (2, 0), s.examples
+    texts = truth_of(comic_pages)
+    truth = {json.loads(x)["page_id"]: json.loads(x)["lines"] for x in (comic_pages / "truth.jsonl").read_text().splitlines()}
+    con = connect(str(tmp_path / "ds"))
+    for pid, text in con.execute("select page_id, text from pages").fetchall():
+        assert recall(texts[pid], text) >= 0.9
+    els = con.execute("select page_id, text, x0, y0, x1, y1 from elements where x0 is not null").fetchall()
+    assert len(els) >= sum(len(truth[p]) for p in ("comic-000", "comic-001"))
+    for pid, text, x0, y0, x1, y1 in els:  # each box holds the centre of a true line with that text
+        hits = [t for t in truth[pid] if x0 <= (t["box"][0] + t["box"][2]) / 2 <= x1 and y0 <= (t["box"][1] + t["box"][3]) / 2 <= y1]
+        assert hits and recall(" ".join(h["text"] for h in hits), text) >= 0.5, (text, hits)
+    assert con.execute("select min(prompt_tokens) from pages").fetchone()[0] >= 100
+    assert all(r["crop"] for r in fake.requests)  # every request was one line
+
+
 def test_parsers_repair_what_can_be_repaired():
     assert parse_json_list('```json\n[{"text": "A", "bbox_2d": [1, 2, 3, 4]},]\n```') == [{"text": "A", "bbox_2d": [1, 2, 3, 4]}]
     cut = '[{"text": "A", "bbox_2d": [1, 2, 3, 4]}, {"text": "B", "bbox_2d": [5, 6'

@@ -1,5 +1,0 @@
-import sys
-
-from etl.cli import main
-
-sys.exit(main())
