@@ -186,12 +186,17 @@ def _account(summary: RunSummary, result: dict) -> None:
                 summary.examples.append(p)
 
 
+def _failed_pages(task: dict, kind: str, message: str) -> dict:
+    """The result of a batch whose worker reported nothing: every page failed with `message`."""
+    return {"batch_id": task["batch_id"], "engine_version": None,
+            "pages": [{"page_id": p["page_id"], "status": STATUS_ERROR, "error_kind": kind, "error": message}
+                      for p in task["pages"]]}
+
+
 def _unrecorded(task: dict, error: BaseException, write_error: BaseException) -> dict:
     message = (f"batch {task['batch_id']} failed ({type(error).__name__}: {str(error)[:200]}) and its error rows "
                f"could not be written either ({type(write_error).__name__}: {str(write_error)[:200]})")
-    return {"batch_id": task["batch_id"], "engine_version": None,
-            "pages": [{"page_id": p["page_id"], "status": STATUS_ERROR, "error_kind": "not_recorded", "error": message}
-                      for p in task["pages"]]}
+    return _failed_pages(task, "not_recorded", message)
 
 
 def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict:
@@ -215,5 +220,4 @@ def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict
     ]
     name = f"{task['batch_id']}-failed-{task['run_id']}"
     storage.write_parquet_atomic(page_table(rows, task["extra_columns"]), shard_uri(task["out"], "pages", task["engine"], name))
-    return {"batch_id": task["batch_id"], "engine_version": None,
-            "pages": [{k: r.get(k) for k in ("page_id", "status", "error_kind", "error")} for r in rows]}
+    return _failed_pages(task, kind, message)
