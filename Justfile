@@ -37,6 +37,10 @@ runtime-build *args:
 runtime-deploy *args:
     @{{python}} -m etl.cli runtime-deploy "$@"
 
+# copy the EasyOCR and PaddleOCR weights into a folder and check their SHA-256 (what a runtime image bakes in): [dir=models] [engines=easyocr,paddleocr] [verify=true]
+models *args:
+    @{{python}} -m engines.models "$@"
+
 # regenerate the bundled example pages (synthetic, redistributable)
 examples:
     @{{python}} -m etl.synthetic examples 4 2026

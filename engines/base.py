@@ -18,14 +18,15 @@ from PIL import Image
 from etl.errors import ConfigError
 from etl.schema import PageResult
 
-# name -> "module:Class". Methods not listed here are not implemented yet.
+# name -> "module:Class", imported on first use (PyTorch and Paddle only when asked for).
 REGISTRY: dict[str, str] = {
     "tesseract": "engines.tesseract:TesseractEngine",
+    "easyocr": "engines.easyocr:EasyOcrEngine",
+    "paddleocr": "engines.paddleocr:PaddleOcrEngine",
     "qwen": "engines.vlm:QwenEngine",
     "gemma": "engines.vlm:GemmaEngine",
     "deepseek": "engines.vlm:DeepSeekEngine",
 }
-PLANNED = {"easyocr", "paddleocr"}
 EXTRAS = {"qwen": "vlm", "gemma": "vlm", "deepseek": "vlm"}  # engine -> optional-dependency group
 
 
@@ -34,7 +35,12 @@ class Engine(ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type]
-    default_batch_size: ClassVar[int] = 16
+    # The most pages one call holds: bounds a worker's memory (models grow over a batch).
+    max_batch_size: ClassVar[int] = 16
+    # Seconds to create the engine and seconds per page, one core, measured here
+    # (BENCHMARKS.md). They size batches (etl.plan.choose_batch_size): a rough figure will do.
+    load_seconds: ClassVar[float] = 1.0
+    page_seconds: ClassVar[float] = 2.0
 
     def __init__(self, options: Any):
         self.options = options
@@ -51,6 +57,11 @@ class Engine(ABC):
         Run once on the client before any work, so a missing language is one clear
         error instead of a dataset full of failed pages. Raise ConfigError.
         """
+
+    @classmethod
+    def cost_hint(cls, options: Any) -> tuple[float, float]:
+        """(load seconds, seconds per page) for these options; a page's share when pages overlap."""
+        return cls.load_seconds, cls.page_seconds
 
     @abstractmethod
     def version(self) -> str:
@@ -72,8 +83,6 @@ def get_engine(name: str) -> type[Engine]:
     """The engine class for a method name, imported on first use."""
     target = REGISTRY.get(name)
     if target is None:
-        if name in PLANNED:
-            raise ConfigError(f"engine {name!r} is not available in this version; available: {', '.join(available())}")
         raise ConfigError(f"unknown engine {name!r}; available: {', '.join(available())}")
     module, cls = target.split(":")
     try:

@@ -72,7 +72,12 @@ class VlmEngine(Engine):
     """The shared client, retry policy, image preparation and answer checks."""
 
     Options = VlmOptions
-    default_batch_size = 32  # no model to load: a call is cheap; concurrency does the work
+    max_batch_size = 32  # no model in memory: a call is cheap; concurrency does the work
+    load_seconds, page_seconds = 0.3, 5.0  # client start-up; a page's round trip to the model
+
+    @classmethod
+    def cost_hint(cls, options) -> tuple[float, float]:
+        return cls.load_seconds, cls.page_seconds / max(1, options.concurrency)
     default_model: str = ""
     default_coords: str = "pixels"
     prompt: str = ""

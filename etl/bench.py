@@ -1,14 +1,17 @@
 """`just bench`: speed and memory figures, each against a baseline measured in the same run.
 
     python -m etl.bench [pages=16] [workers=2] [repeat=3] [plan_rows=1000000]
-                        [query_rows=10000000] [out=BENCHMARKS.md]
+                        [query_rows=10000000] [engines=paddleocr,easyocr] [engine_pages=8]
+                        [reads=24] [out=BENCHMARKS.md]
 
 1. Pipeline overhead: `run_ocr` with plain full-page Tesseract (layout=page) over N
    generated pages on W Lithops localhost workers, against the same Tesseract settings
    run directly (a process pool of W; no manifest, Lithops, Parquet or resume).
 2. Comic-aware cost: seconds per page of layout=regions against layout=page, one process.
-3. Cold start: pipeline seconds per page at batch=1 against the default batch size;
-   the engine's seconds per page and peak worker memory (what costs.yaml uses).
+3. Cold start: pipeline seconds per page at batch=1 against the default batch size,
+   for Tesseract and each local neural engine (`engines=`, on `engine_pages` pages);
+   each engine's seconds per page and peak worker memory (what costs.yaml uses), and
+   its memory over `reads` pages in one process.
 4. Planning at scale: load + check + resume-check + batch a manifest of `plan_rows`
    rows against a plain Polars read of the same file; peak memory of each (own process).
 5. Querying at scale: the views over `query_rows` element rows in 200 shards against
@@ -117,16 +120,75 @@ def bench_pipeline(tmp: Path, n: int, workers: int, repeat: int) -> tuple[list, 
 
     from etl.plan import choose_batch_size
 
-    default = choose_batch_size(n, workers, cls.default_batch_size)
+    default = choose_batch_size(n, workers, *cls.cost_hint(cls.parse_options({})), cls.max_batch_size)
     t_b1, t_bd = median_time(batch_of(1), repeat), median_time(batch_of(default), repeat)
     rows.append((f"pipeline seconds per page, layout=regions: batch=1 vs batch={default} "
-                 f"(default 16, capped so each worker gets two batches)", f"{t_b1 / n:.2f} s", f"{t_bd / n:.2f} s",
+                 f"(the planner's choice: cold start against the tail)", f"{t_b1 / n:.2f} s", f"{t_bd / n:.2f} s",
                  f"{t_bd / t_b1:.2f}", "< 1: batching pays"))
     s = summaries[default]
     profile = {"engine load (regions), s": round(load_regions, 2),
                "seconds per page in the worker (regions)": round(s.page_seconds / s.processed, 2),
                "peak worker RSS, MB (batch default)": round(s.max_peak_rss_mb or 0),
                "peak worker RSS, MB (batch=1)": round(summaries[1].max_peak_rss_mb or 0)}
+    return rows, profile
+
+
+MEMORY_PROBE = """
+import json, sys, time
+from PIL import Image
+from engines import get_engine
+name, paths, reads = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
+def rss():
+    return int([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS")][0]) / 1024
+cls = get_engine(name)
+t = time.perf_counter()
+engine = cls(cls.parse_options({}))
+load = time.perf_counter() - t
+images = [Image.open(p).convert("RGB") for p in paths]
+engine.read(images[0])
+first = rss()
+t = time.perf_counter()
+for i in range(reads):
+    engine.read(images[i % len(images)])
+per_page = (time.perf_counter() - t) / reads
+print(json.dumps([load, per_page, first, rss()]))
+"""
+
+
+def bench_local_engine(tmp: Path, name: str, n: int, workers: int, repeat: int, reads: int) -> tuple[list, dict]:
+    """Cold start amortised (batch=1 vs the planner's batch) through the pipeline, and memory
+    over `reads` pages in one process (what a long batch would see)."""
+    from engines import get_engine
+    from etl.api import run_ocr
+    from etl.plan import choose_batch_size
+
+    folder = tmp / f"pages-{name}"
+    write_pages(folder, n, seed=9500, prefix=name)
+    manifest = str(folder / "manifest.csv")
+    cls = get_engine(name)
+    default = choose_batch_size(n, workers, *cls.cost_hint(cls.parse_options({})), cls.max_batch_size)
+    summaries = {}
+
+    def run(size):
+        def go():
+            summaries[size] = run_ocr(manifest, engine=name, out=str(tmp / f"ds-{name}-{size}"), workers=workers,
+                                      batch=size, force=True)
+            assert summaries[size].ok == n, summaries[size].examples
+        return go
+
+    t_b1, t_bd = median_time(run(1), repeat), median_time(run(default), repeat)
+    paths = sorted(str(p) for p in folder.glob("*.png"))
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, name, ",".join(paths), str(reads)],
+                         check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    load, per_page, rss_first, rss_last = json.loads(out)
+    rows = [(f"{name}: pipeline seconds per page, batch=1 vs batch={default} (the planner's choice), {n} pages, "
+             f"{workers} workers", f"{t_b1 / n:.2f} s, peak {summaries[1].max_peak_rss_mb or 0:.0f} MB/worker",
+             f"{t_bd / n:.2f} s, peak {summaries[default].max_peak_rss_mb or 0:.0f} MB/worker",
+             f"{t_bd / t_b1:.2f}", "< 1: batching pays"),
+            (f"{name}: resident memory in one process, after page 1 vs after {reads + 1} pages", f"{rss_last:.0f} MB",
+             f"{rss_first:.0f} MB", f"{rss_first / rss_last:.2f}", "≈ 1: bounded")]
+    profile = {f"{name}: engine load, s": round(load, 1), f"{name}: seconds per page, one core": round(per_page, 2),
+               f"{name}: peak worker RSS, MB (batch={default})": round(summaries[default].max_peak_rss_mb or 0)}
     return rows, profile
 
 
@@ -254,10 +316,17 @@ def main(argv: list[str]) -> int:
     target = Path(args.get("out", "BENCHMARKS.md"))
     tmp = Path(tempfile.mkdtemp(prefix="comic-bench-"))
     rows, profile = bench_pipeline(tmp, n, workers, repeat)
+    for name in [e for e in args.get("engines", "paddleocr,easyocr").split(",") if e]:
+        more_rows, more = bench_local_engine(tmp, name, int(args.get("engine_pages", 8)), workers, repeat,
+                                             int(args.get("reads", 24)))
+        rows += more_rows
+        profile.update(more)
     rows += bench_planning(tmp, plan_rows, repeat)
     rows += bench_query(tmp, query_rows, repeat)
     chart(rows, target.with_name("benchmarks.png"))
-    cmd = f"just bench pages={n} workers={workers} repeat={repeat} plan_rows={plan_rows} query_rows={query_rows}"
+    cmd = (f"just bench pages={n} workers={workers} repeat={repeat} plan_rows={plan_rows} query_rows={query_rows} "
+           f"engines={args.get('engines', 'paddleocr,easyocr')} engine_pages={args.get('engine_pages', 8)} "
+           f"reads={args.get('reads', 24)}")
     lines = [
         "# Benchmarks",
         "",
@@ -269,7 +338,7 @@ def main(argv: list[str]) -> int:
         "|---|---|---|---|---|",
         *[f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows],
         "",
-        "Engine profile (Tesseract, layout=regions; `costs.yaml` takes its figures from here):",
+        "Engine profiles (Tesseract with layout=regions; `costs.yaml` takes its figures from here):",
         "",
         *[f"- {k}: {v}" for k, v in profile.items()],
         "",
@@ -279,7 +348,10 @@ def main(argv: list[str]) -> int:
         "  (about a second) weighs more on a few pages than on a real run.",
         "- Comic-aware cost: layout=regions runs a text detector before Tesseract; the ratio is its price in speed,",
         "  paid for the recall plain Tesseract lacks on comic art (README, `just eval`).",
-        "- Cold start: below 1 means larger batches save time by loading the engine once per call.",
+        "- Cold start: below 1 means larger batches save time by loading the engine once per call. The planner",
+        "  picks the batch size from each engine's load time and seconds per page (etl/plan.py).",
+        "- Memory: every call is a fresh process, so a worker's memory is bounded by one batch; the one-process",
+        "  figure shows how much an engine grows over a long batch (EasyOCR and PaddleOCR are known to grow).",
         "- Planning: the manifest is read as text, checked (nulls, duplicates, schemes), resolved, anti-joined",
         "  with the pages already done, and cut into batches; peak memory is the whole process's.",
         "- Querying: the views pick one row per page (a window over all page rows) and join elements to it.",

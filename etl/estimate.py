@@ -69,7 +69,8 @@ def estimate(pages: int, engine: str = "tesseract", backend: str = "aws_lambda",
         from engines import get_engine
         from etl.plan import choose_batch_size
 
-        batch = choose_batch_size(pages, workers, get_engine(engine).default_batch_size)
+        batch = choose_batch_size(pages, workers, e["load_s"] / speed, spp, get_engine(engine).max_batch_size,
+                                  call_s=b.get("call_overhead_s", 0.2))
     calls = math.ceil(pages / batch) if pages else 0
     call_s = b.get("call_overhead_s", 0) + e["load_s"] / speed + batch * spp
     if "max_timeout_s" in b and call_s > b["max_timeout_s"]:

@@ -30,7 +30,6 @@ from rapidfuzz.distance import Levenshtein
 from etl.errors import UsageError
 
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
-LANGS = {"ja": "jpn", "en": "eng", "zh": "chi_sim"}
 
 
 @dataclass
@@ -77,7 +76,7 @@ class EvalSet:
     name: str
     manifest: str
     truth: str
-    lang: str = "eng"
+    lang: str = "en"  # ISO code: each engine maps it to its own (Tesseract: eng, jpn, ...)
 
 
 def load_truth(path: str | Path) -> dict[str, str]:
@@ -96,7 +95,7 @@ def discover(folder: str | Path) -> list[EvalSet]:
         truth = next((d / n for n in ("ground_truth.jsonl", "truth.jsonl") if (d / n).is_file()), None)
         if d.is_dir() and (d / "manifest.csv").is_file() and truth:
             first = json.loads(truth.read_text(encoding="utf-8").splitlines()[0])
-            sets.append(EvalSet(d.name, str(d / "manifest.csv"), str(truth), LANGS.get(first.get("lang", "en"), "eng")))
+            sets.append(EvalSet(d.name, str(d / "manifest.csv"), str(truth), first.get("lang", "en")))
     return sets
 
 
@@ -229,7 +228,7 @@ def main(argv: list[str]) -> int:
         sets = discover(kv["sets"]) if kv.get("sets") else []
         if kv.get("manifest"):
             sets.append(EvalSet(Path(kv["manifest"]).parent.name or "manifest", kv["manifest"], kv["truth"],
-                                kv.get("lang", "eng")))
+                                kv.get("lang", "en")))
         if int(kv.get("generated", 0)):
             folder = Path(tempfile.mkdtemp(prefix="eval-generated-"))
             write_pages(folder, int(kv["generated"]), seed=int(kv.get("seed", 31000)), prefix="gen")

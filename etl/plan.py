@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,13 +70,23 @@ def pending(manifest: pl.DataFrame, done: pl.Series) -> pl.DataFrame:
     return manifest.filter(~pl.col(ID).is_in(done.implode()))
 
 
-def choose_batch_size(n_pages: int, workers: int, default: int) -> int:
-    """The engine's default, but small enough that every worker gets two batches:
-    with a single batch each, the slowest batch sets the run's end (no work stealing)."""
+def choose_batch_size(n_pages: int, workers: int, load_s: float, page_s: float, cap: int,
+                      call_s: float = 0.2, floor: int = 1) -> int:
+    """Pages per call that minimise the run's length, at most `cap`.
+
+    Each call pays the engine's cold start (`load_s`) plus the backend's own cost of a
+    call (`call_s`): (n / workers) * (load_s + call_s) / b in all, per worker. Larger
+    batches pay it less often but leave a longer tail: when the last batch starts, the
+    other workers wait half a batch (b * page_s / 2) on average. The sum is least at
+    b = sqrt(2 * n * (load_s + call_s) / (workers * page_s)). `floor` keeps batches at
+    least as large as the pages an engine overlaps (API requests in flight).
+    """
     if n_pages <= 0:
-        return default
-    per_batch = -(-n_pages // (2 * max(1, workers)))
-    return max(1, min(default, per_batch))
+        return max(1, cap)
+    workers = max(1, workers)
+    best = math.sqrt(2 * n_pages * (load_s + call_s) / (workers * max(page_s, 1e-3)))
+    per_worker = -(-n_pages // workers)  # never fewer batches than workers
+    return max(1, min(cap, per_worker, max(floor, round(best))))
 
 
 class Batches(Sequence):

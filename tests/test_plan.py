@@ -1,4 +1,8 @@
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -28,11 +32,19 @@ def test_batches_are_deterministic_ordered_and_content_addressed():
     assert plan.make_batches(df.tail(9), 4, "tesseract", "h1")[0].batch_id != a[0].batch_id
 
 
-def test_batch_size_spreads_small_runs_over_the_workers():
-    assert plan.choose_batch_size(4, 2, 16) == 1
-    assert plan.choose_batch_size(12, 2, 16) == 3
-    assert plan.choose_batch_size(1000, 2, 16) == 16
-    assert plan.choose_batch_size(1, 8, 16) == 1
+def test_batch_size_weighs_cold_start_against_the_tail():
+    regions = (1.3, 2.8)  # Tesseract with its detector: load s, s per page
+    assert plan.choose_batch_size(4, 2, *regions, 16) == 1  # small runs spread over the workers
+    assert plan.choose_batch_size(12, 2, *regions, 16) == 3
+    assert plan.choose_batch_size(1000, 2, *regions, 16) == 16  # the engine's memory cap
+    assert plan.choose_batch_size(1, 8, *regions, 16) == 1
+    assert plan.choose_batch_size(0, 2, *regions, 16) == 16
+    # no model to load: small batches keep the tail short
+    assert plan.choose_batch_size(64, 2, 0.05, 1.5, 16) == 3
+    # a costly call (cloud) makes batches larger
+    assert plan.choose_batch_size(10_000, 100, *regions, 64, call_s=1.0) == 13
+    # API engines: at least as many pages as requests in flight
+    assert plan.choose_batch_size(16, 2, 0.3, 1.25, 32, floor=4) == 4
 
 
 def test_config_hash_follows_options():
@@ -66,7 +78,9 @@ def test_atomic_write_leaves_only_the_final_file(tmp_path):
 def test_lithops_config_defaults_and_overrides(tmp_path):
     cfg = load_config(None, None, 3)
     assert cfg["lithops"]["backend"] == "localhost" and cfg["localhost"]["worker_processes"] == 3
-    assert cfg["localhost"]["version"] == 1 and cfg["localhost"]["runtime"].endswith("python") or "python" in cfg["localhost"]["runtime"]
+    # this venv's interpreter, through the entry point that preloads the worker
+    assert cfg["localhost"]["version"] == 1
+    assert cfg["localhost"]["runtime"] == str(Path(sys.executable).with_name("comic-ocr-local-runtime"))
     f = tmp_path / "l.yaml"
     f.write_text("lithops:\n  backend: aws_lambda\n  storage: aws_s3\naws_lambda:\n  runtime_memory: 2048\n")
     cfg = load_config(str(f), None, 50)
@@ -114,3 +128,16 @@ def test_deadline_reports_a_timeout_even_when_library_code_swallows_the_alarm():
     with pytest.raises(KeyError):  # other errors pass through untouched
         with deadline(5):
             raise KeyError("x")
+
+
+def test_local_runtime_runs_a_script_like_python_with_the_worker_preloaded(tmp_path):
+    runtime = load_config(None, None, 1)["localhost"]["runtime"]
+    script = tmp_path / "runner.py"
+    script.write_text("import json, sys\n"
+                      "print(json.dumps([sys.argv, sys.path[0], 'etl.worker' in sys.modules, __name__]))\n")
+    out = subprocess.run([runtime, str(script), "run_job", "job.json"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [[str(script), "run_job", "job.json"], str(tmp_path), True, "__main__"]
+    # anything that is not a script goes to the interpreter unchanged
+    out = subprocess.run([runtime, "-c", "import sys; print('etl.worker' in sys.modules)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

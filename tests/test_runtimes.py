@@ -47,6 +47,8 @@ def test_dockerfiles_use_the_pins_and_the_clients_python():
     for text in (cpu, gpu):
         assert "runtimes/cpu/requirements.txt" in text and "--no-deps ." in text
         assert "TextDetector()" in text  # weights load at build time, not at run time
+        # the neural engines' weights are provisioned and checked into the image
+        assert "python -m engines.models dir=/opt/comic-ocr/models" in text and "COMIC_OCR_MODELS=" in text
 
 
 def lithops_profiles() -> dict[str, dict]:
@@ -76,9 +78,12 @@ def test_lithops_yaml_default_and_cloud_profiles_load():
 
 
 def test_estimates_scale_with_pages_and_workers():
-    small = estimate(10_000, "tesseract", "aws_lambda", workers=100)
-    big = estimate(1_000_000, "tesseract", "aws_lambda", workers=1000)
+    small = estimate(10_000, "tesseract", "aws_lambda", workers=100, batch=16)
+    big = estimate(1_000_000, "tesseract", "aws_lambda", workers=1000, batch=16)
     assert big.cost_usd == pytest.approx(small.cost_usd * 100, rel=0.01)
+    # Without batch=, the planner's choice: more pages per worker, larger batches (up to the cap).
+    assert estimate(10_000, "tesseract", "aws_lambda", workers=100).batch < 16
+    assert estimate(1_000_000, "tesseract", "aws_lambda", workers=1000).batch == 16
     assert big.wall_s < estimate(1_000_000, "tesseract", "aws_lambda", workers=100).wall_s
     assert 0.5 < small.cost_usd < 5  # ~2.5 s of a 2 GB function per page
     with pytest.raises(Exception, match="over aws_lambda's limit"):
