@@ -79,8 +79,10 @@ class PaddleOcrEngine(Engine):
     Options = PaddleOcrOptions
     # Cold start: Paddle + PaddleX imports and two model loads; then ~1 s a page at side 960
     # on one core. Measured here (BENCHMARKS.md).
-    load_seconds, page_seconds = 6.0, 1.2
-    max_batch_size = 32  # CPU memory grows over thousands of images (PaddleOCR#15631): bounded per call
+    load_seconds, page_seconds = 7.6, 1.4
+    # Memory grows as it reads (PaddleOCR#15631; ~17 MB a page here, BENCHMARKS.md): every call
+    # is a fresh process, so 16 pages bound a worker at ~1.6 GB.
+    max_batch_size = 16
 
     @classmethod
     def check(cls, options: PaddleOcrOptions) -> None:

@@ -254,6 +254,7 @@ def bench_query(tmp: Path, n_rows: int, repeat: int) -> list:
             "polygon": pa.nulls(n, ELEMENT_SCHEMA.field("polygon").type),
             "reading_order": pa.array(np.tile(np.arange(per_page, dtype=np.int32), hi - lo)),
             "block_id": pa.array(np.zeros(n, dtype=np.int32)), "line_id": pa.array(np.zeros(n, dtype=np.int32)),
+            "vertical": pa.array(np.zeros(n, dtype=bool)),
         }
         return pa.table(cols, schema=ELEMENT_SCHEMA)
 
