@@ -120,7 +120,7 @@ class EasyOcrEngine(Engine):
     Options = EasyOcrOptions
     # Cold start: PyTorch import + Reader (it re-hashes ~98 MB of weights); then the
     # detector at canvas 1280 on one core. Measured here (BENCHMARKS.md).
-    load_seconds, page_seconds = 8.8, 22.0
+    load_seconds, page_seconds = 7.6, 21.0
     max_batch_size = 16  # EasyOCR's memory grows over a run (upstream issue): a fresh process each batch
 
     @classmethod

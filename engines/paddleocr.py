@@ -79,7 +79,7 @@ class PaddleOcrEngine(Engine):
     Options = PaddleOcrOptions
     # Cold start: Paddle + PaddleX imports and two model loads; then ~1 s a page at side 960
     # on one core. Measured here (BENCHMARKS.md).
-    load_seconds, page_seconds = 7.6, 1.4
+    load_seconds, page_seconds = 9.5, 1.45
     # Memory grows as it reads (PaddleOCR#15631; ~17 MB a page here, BENCHMARKS.md): every call
     # is a fresh process, so 16 pages bound a worker at ~1.6 GB.
     max_batch_size = 16
