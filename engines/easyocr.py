@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from engines.base import Engine
-from engines.layout import Box, Line, assemble, is_vertical, reading_sequence
+from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
 from engines.models import MODEL_SETS, candidates, locate
 from etl.errors import ConfigError, EngineError
 from etl.schema import PageResult
@@ -188,11 +188,9 @@ class EasyOcrEngine(Engine):
         lines = []
         for quad, text, conf in found:
             pts = [(float(x), float(y)) for x, y in quad]
-            box = Box(min(p[0] for p in pts), min(p[1] for p in pts), max(p[0] for p in pts), max(p[1] for p in pts))
+            box = Box.around(pts)
             lines.append(Line(text.strip(), float(conf), box, pts, vertical=is_vertical(box, text)))
-        seq = reading_sequence([ln.box for ln in lines], rtl=o.rtl, vertical=[ln.vertical for ln in lines])
-        joiner = "" if set(o.langs) & CJK else " "
-        return assemble([(bi, lines[li]) for bi, li in seq], joiner=joiner)
+        return assemble_in_reading_order(lines, o.rtl, joiner="" if set(o.langs) & CJK else " ")
 
     def close(self) -> None:
         self.reader = None

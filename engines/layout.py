@@ -26,6 +26,12 @@ class Box:
     def h(self) -> float:
         return self.y1 - self.y0
 
+    @classmethod
+    def around(cls, points) -> "Box":
+        """The upright box around (x, y) points."""
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        return cls(min(xs), min(ys), max(xs), max(ys))
+
     def union(self, other: "Box") -> "Box":
         return Box(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1), max(self.y1, other.y1))
 
@@ -170,3 +176,9 @@ def assemble(lines: list[tuple[int, Line]], joiner: str = " ") -> PageResult:
             vertical=all(m.vertical for m in members))
         paragraphs.append("\n".join(m.text for m in members))
     return PageResult(elements=elements, text="\n\n".join(paragraphs))
+
+
+def assemble_in_reading_order(lines: list[Line], rtl: bool, joiner: str = " ") -> PageResult:
+    """Lines in any order -> blocks, reading order (`reading_sequence`) and elements (`assemble`)."""
+    seq = reading_sequence([ln.box for ln in lines], rtl=rtl, vertical=[ln.vertical for ln in lines])
+    return assemble([(bi, lines[li]) for bi, li in seq], joiner=joiner)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from engines.base import Engine
-from engines.layout import Box, Line, assemble, is_vertical, reading_sequence
+from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
 from engines.models import locate
 from etl.errors import ConfigError, EngineError
 from etl.schema import PageResult
@@ -137,17 +137,15 @@ class PaddleOcrEngine(Engine):
         regions_of = result.get("text_word_region") if o.words else None
         for i, (text, score, poly) in enumerate(zip(result["rec_texts"], result["rec_scores"], result["rec_polys"])):
             pts = [(float(x), float(y)) for x, y in np.asarray(poly)]
-            box = Box(min(p[0] for p in pts), min(p[1] for p in pts), max(p[0] for p in pts), max(p[1] for p in pts))
+            box = Box.around(pts)
             vertical = is_vertical(box, text)
             words = []
             if words_of is not None and not vertical and o.script == "latin":
                 for token, quad in zip(words_of[i], regions_of[i]):
                     if token.strip():
-                        q = np.asarray(quad, dtype=float)
-                        words.append((token.strip(), None, Box(*q.min(0), *q.max(0))))
+                        words.append((token.strip(), None, Box.around(np.asarray(quad, dtype=float))))
             lines.append(Line(text.strip(), float(score), box, pts, words, vertical))
-        seq = reading_sequence([ln.box for ln in lines], rtl=o.rtl, vertical=[ln.vertical for ln in lines])
-        return assemble([(bi, lines[li]) for bi, li in seq], joiner="" if o.script in CJK_SCRIPTS else " ")
+        return assemble_in_reading_order(lines, o.rtl, joiner="" if o.script in CJK_SCRIPTS else " ")
 
     def close(self) -> None:
         self.ocr = None

@@ -29,6 +29,14 @@ def comic_pages(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def empty_dir(tmp_path) -> Path:
+    """A folder with nothing in it (a model folder without weights)."""
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 def pages_copy(comic_pages, tmp_path) -> Path:
     """A private copy of the pages that a test may damage."""
     dst = tmp_path / "pages"

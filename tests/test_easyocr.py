@@ -42,7 +42,7 @@ def test_easyocr_reads_art_heavy_comic_pages_offline_and_gpu_falls_back(comic_pa
     con.close()
 
 
-def test_easyocr_languages_without_weights_and_missing_folders_are_clear_errors(comic_pages, tmp_path):
+def test_easyocr_languages_without_weights_and_missing_folders_are_clear_errors(comic_pages, tmp_path, empty_dir):
     manifest = str(comic_pages / "manifest.csv")
     with pytest.raises(ConfigError, match=r"lang=ja needs japanese_g2.pth.*ships English only.*model_dir="):
         run_ocr(manifest, engine="easyocr", out=str(tmp_path / "a"), lang="ja")
@@ -50,10 +50,8 @@ def test_easyocr_languages_without_weights_and_missing_folders_are_clear_errors(
         run_ocr(manifest, engine="easyocr", out=str(tmp_path / "a"), lang="fr")
     with pytest.raises(ConfigError, match=r"unknown language\(s\) xx"):
         run_ocr(manifest, engine="easyocr", out=str(tmp_path / "a"), lang="xx")
-    empty = tmp_path / "empty"
-    empty.mkdir()
     with pytest.raises(ConfigError, match=r"missing craft_mlt_25k.pth, english_g2.pth.*never downloaded"):
-        run_ocr(manifest, engine="easyocr", out=str(tmp_path / "a"), model_dir=str(empty))
+        run_ocr(manifest, engine="easyocr", out=str(tmp_path / "a"), model_dir=str(empty_dir))
     assert not (tmp_path / "a").exists()
 
 

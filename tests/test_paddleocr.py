@@ -80,14 +80,12 @@ def test_paddleocr_reads_vertical_japanese_in_manga_order_and_gpu_falls_back(tmp
     con.close()
 
 
-def test_paddleocr_unsupported_language_and_missing_weights_fail_up_front(comic_pages, tmp_path, capsys):
+def test_paddleocr_unsupported_language_and_missing_weights_fail_up_front(comic_pages, tmp_path, capsys, empty_dir):
     manifest = str(comic_pages / "manifest.csv")
     with pytest.raises(ConfigError, match=r"lang='ko' is not read by the PP-OCRv5 mobile recogniser.*model_dir="):
         run_ocr(manifest, engine="paddleocr", out=str(tmp_path / "a"), lang="ko")
-    empty = tmp_path / "no-models"
-    empty.mkdir()
     with pytest.raises(ConfigError, match=r"PP-OCRv5_mobile_det/inference.pdiparams.*never downloaded"):
-        run_ocr(manifest, engine="paddleocr", out=str(tmp_path / "b"), model_dir=str(empty))
+        run_ocr(manifest, engine="paddleocr", out=str(tmp_path / "b"), model_dir=str(empty_dir))
     # The CLI: exit 2, the reason on stderr, nothing written.
     code = main(["ocr", f"manifest={manifest}", "engine=paddleocr", f"out={tmp_path / 'c'}", "lang=klingon"])
     assert code == 2 and "klingon" in capsys.readouterr().err
