@@ -37,8 +37,9 @@ class Engine(ABC):
     Options: ClassVar[type]
     # The most pages one call holds: bounds a worker's memory (models grow over a batch).
     max_batch_size: ClassVar[int] = 16
-    # Seconds to create the engine and seconds per page, one core, measured here
-    # (BENCHMARKS.md). They size batches (etl.plan.choose_batch_size): a rough figure will do.
+    # Seconds to create the engine in a fresh process (imports included) and seconds per
+    # page, one core, measured here (BENCHMARKS.md). They size batches
+    # (etl.plan.choose_batch_size): a rough figure will do.
     load_seconds: ClassVar[float] = 1.0
     page_seconds: ClassVar[float] = 2.0
 
@@ -59,9 +60,23 @@ class Engine(ABC):
         """
 
     @classmethod
-    def cost_hint(cls, options: Any) -> tuple[float, float]:
-        """(load seconds, seconds per page) for these options; a page's share when pages overlap."""
+    def cost_hint(cls, options: Any, preloaded: bool = False) -> tuple[float, float]:
+        """(load seconds, seconds per page) for these options; a page's share when pages overlap.
+
+        `preloaded`: the call runs where `preload_modules` are already imported (a localhost
+        runner), so their import time is not part of the load.
+        """
         return cls.load_seconds, cls.page_seconds
+
+    @classmethod
+    def preload_modules(cls, options: Any) -> tuple[str, ...]:
+        """Modules a local runner may import once, before it forks the calls.
+
+        Each localhost call is a fresh fork: what the runner has imported, every call
+        inherits for free. Name only modules that start no threads and load no models
+        at import (never PyTorch or Paddle): the adapter's own module by default.
+        """
+        return (cls.__module__,)
 
     @abstractmethod
     def version(self) -> str:

@@ -76,7 +76,7 @@ class VlmEngine(Engine):
     load_seconds, page_seconds = 0.3, 5.0  # client start-up; a page's round trip to the model
 
     @classmethod
-    def cost_hint(cls, options) -> tuple[float, float]:
+    def cost_hint(cls, options, preloaded: bool = False) -> tuple[float, float]:
         return cls.load_seconds, cls.page_seconds / max(1, options.concurrency)
     default_model: str = ""
     default_coords: str = "pixels"

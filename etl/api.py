@@ -93,7 +93,7 @@ def run_ocr(
     raise: they are error rows, counted in the summary.
     """
     from engines import get_engine
-    from etl.executor import LithopsExecutor, backend_of, call_overhead_s, load_config, workers_of
+    from etl.executor import LithopsExecutor, backend_of, load_config, workers_of
 
     t0 = time.perf_counter()
     cls = get_engine(engine)
@@ -118,9 +118,7 @@ def run_ocr(
                          backend=be, workers=workers_of(lconfig), warnings=warnings)
     todo = df if force else plan.pending(df, plan.done_page_ids(out, engine, cfg_hash))
     summary.skipped = df.height - todo.height
-    load_s, page_s = cls.cost_hint(options)
-    size = batch or plan.choose_batch_size(todo.height, summary.workers, load_s, page_s, cls.max_batch_size,
-                                           call_s=call_overhead_s(be), floor=getattr(options, "concurrency", 1))
+    size = batch or plan.planned_batch_size(cls, options, todo.height, summary.workers, be)
     batches = plan.make_batches(todo, size, engine, cfg_hash)
     summary.batch_size, summary.batches = size, len(batches)
     if on_start:
@@ -140,7 +138,7 @@ def run_ocr(
     ]
     # A call may take its pages' time limits plus start-up; Lithops kills it after.
     timeout = call_timeout or (page_timeout * size + 300)
-    executor = LithopsExecutor(lconfig, retries=retries, call_timeout=timeout)
+    executor = LithopsExecutor(lconfig, retries=retries, call_timeout=timeout, preload=cls.preload_modules(options))
     for i, result, error in executor.map(process_batch, tasks):
         if error is not None:
             summary.failed_batches += 1

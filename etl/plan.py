@@ -89,6 +89,16 @@ def choose_batch_size(n_pages: int, workers: int, load_s: float, page_s: float, 
     return max(1, min(cap, per_worker, max(floor, round(best))))
 
 
+def planned_batch_size(engine_cls, options, n_pages: int, workers: int, backend: str) -> int:
+    """The batch size a run picks when none is given: `choose_batch_size` with the engine's
+    cost hint on this backend (a localhost runner preloads the engine's modules)."""
+    from etl.executor import call_overhead_s
+
+    load_s, page_s = engine_cls.cost_hint(options, preloaded=backend == "localhost")
+    return choose_batch_size(n_pages, workers, load_s, page_s, engine_cls.max_batch_size,
+                             call_s=call_overhead_s(backend), floor=getattr(options, "concurrency", 1))
+
+
 class Batches(Sequence):
     """The planned batches, made on access: a million-page plan holds two lists of numbers."""
 

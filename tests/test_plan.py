@@ -47,6 +47,18 @@ def test_batch_size_weighs_cold_start_against_the_tail():
     assert plan.choose_batch_size(16, 2, 0.3, 1.25, 32, floor=4) == 4
 
 
+def test_a_localhost_run_plans_smaller_batches_since_its_runner_preloads_the_engine():
+    cls = get_engine("tesseract")
+    regions = cls.parse_options({})
+    # a fresh process pays the imports; a forked localhost call does not
+    fresh, forked = cls.cost_hint(regions)[0], cls.cost_hint(regions, preloaded=True)[0]
+    assert fresh - forked == cls.IMPORT_SECONDS["regions"] and forked > 0.5  # the detector's warm-up stays
+    assert plan.planned_batch_size(cls, regions, 64, 2, "localhost") == 5
+    assert plan.planned_batch_size(cls, regions, 64, 2, "aws_lambda") == 9
+    vlm = get_engine("qwen")
+    assert plan.planned_batch_size(vlm, vlm.parse_options({"concurrency": "6"}), 64, 2, "localhost") == 6
+
+
 def test_config_hash_follows_options():
     cls = get_engine("tesseract")
     h = plan.config_hash("tesseract", cls.parse_options({"lang": "en"}))
@@ -141,3 +153,32 @@ def test_local_runtime_runs_a_script_like_python_with_the_worker_preloaded(tmp_p
     out = subprocess.run([runtime, "-c", "import sys; print('etl.worker' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_local_runtime_imports_what_the_jobs_engine_names_before_forking(tmp_path, monkeypatch):
+    from etl.local_runtime import job_preloads
+
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"config": {"comic_ocr": {"preload": ["engines.tesseract", "no_such_module"]}}}))
+    assert job_preloads(["runner.py", "run_job", str(job)]) == ["engines.tesseract", "no_such_module"]
+    assert job_preloads(["runner.py", "get_metadata"]) == []
+    job.write_text("{not json")
+    assert job_preloads(["runner.py", "run_job", str(job)]) == []  # unreadable: no preload, no failure
+
+    # Through real Lithops localhost: each call is a fresh fork of the runner, and sees what
+    # the runner imported. A module that cannot be imported is passed over.
+    from engines import get_engine
+    from etl.executor import LithopsExecutor
+
+    cls = get_engine("tesseract")
+    assert cls.preload_modules(cls.parse_options({"layout": "page"})) == ("engines.tesseract",)
+    assert "rapidocr.main" in cls.preload_modules(cls.parse_options({}))
+    (tmp_path / "probe_preload.py").write_text("import sys\n\ndef imported(name):\n    return name in sys.modules\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the runner inherits it and unpickles the probe
+    from probe_preload import imported
+
+    for preload, expected in ((("engines.tesseract", "no_such_module"), True), ((), False)):
+        # pytesseract comes with engines.tesseract; the worker module alone does not import it
+        results = list(LithopsExecutor(load_config(None, None, 1), preload=preload).map(imported, ["pytesseract"]))
+        assert [(r, e) for _, r, e in results] == [(expected, None)]
