@@ -85,11 +85,8 @@ def load_manifest(uri: str) -> pl.DataFrame:
             lf = lf.rename({found: col})
             columns = [col if c == found else c for c in columns]
     extras = [c for c in columns if c not in (ID, URI) and c not in RESERVED]
-    # One fused pass: read, clean the URIs, resolve relative paths.
     try:
-        df = lf.select(
-            pl.col(ID).cast(pl.String), _resolve(uri, pl.col(URI).cast(pl.String).str.strip_chars()).alias(URI), *extras
-        ).collect()
+        df = lf.select(pl.col(ID).cast(pl.String), pl.col(URI).cast(pl.String).str.strip_chars(), *extras).collect()
     except pl.exceptions.NoDataError:
         raise ManifestError(f"{uri}: the file is empty (no header, no rows)") from None
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
@@ -110,19 +107,41 @@ def load_manifest(uri: str) -> pl.DataFrame:
             )
     if counts["distinct"] < df.height:
         _check_duplicates(df, uri)
-    return df
+    return _resolve(uri, df)
 
 
 def _scheme(col: pl.Expr) -> pl.Expr:
-    return col.str.extract(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", 1).str.to_lowercase().fill_null("")
+    """What precedes the first "://", lowercased (as storage.scheme_of reads it); null for a path."""
+    return col.str.head(col.str.find("://", literal=True)).str.to_lowercase()
+
+
+def _uniform_scheme(df: pl.DataFrame) -> str | None:
+    """The one scheme of every URI ("" for absolute local paths), or None when they differ.
+
+    One prefix test per row answers it for the usual manifest (all `s3://bucket/...` or all
+    `/data/...`); per-row scheme parsing, several times slower, is left to mixed manifests.
+    """
+    col, first = pl.col(URI), df[URI][0]
+    scheme = storage.scheme_of(first)
+    if scheme:
+        same = col.str.starts_with(first[: len(scheme) + 3])
+    else:
+        same = col.str.starts_with("/") & ~col.str.contains("://", literal=True)
+    return scheme if df.select(same.all()).item() else None
 
 
 def uri_warnings(df: pl.DataFrame, uri: str) -> str | None:
     """A message naming the rows whose image URI scheme no reader supports, or None."""
-    bad = ~_scheme(pl.col(URI)).is_in(sorted(storage.SUPPORTED_SCHEMES))
-    n_bad = df.select(bad.sum()).item()
-    if not n_bad:
+    uniform = _uniform_scheme(df) if df.height else ""
+    if uniform is not None:
+        schemes = [uniform]
+    else:  # a handful of schemes: check those, and find the rows only when one is bad
+        schemes = df.select(_scheme(pl.col(URI)).unique()).to_series().drop_nulls().to_list()
+    unsupported = sorted(set(schemes) - storage.SUPPORTED_SCHEMES)
+    if not unsupported:
         return None
+    bad = _scheme(pl.col(URI)).is_in(unsupported).fill_null(False)
+    n_bad = df.select(bad.sum()).item()
     sample = df.filter(bad)[URI].head(SHOW).to_list()
     return (
         f"{uri}: column '{URI}' has an unsupported URI scheme in {n_bad} row(s): data rows "
@@ -149,14 +168,19 @@ def _check_duplicates(df: pl.DataFrame, uri: str) -> None:
     raise ManifestError(f"{uri}: column '{ID}' has {n_ids} duplicated id(s) over {n_dup} rows, e.g. {shown}")
 
 
-def _resolve(manifest_uri: str, col: pl.Expr) -> pl.Expr:
+def _resolve(manifest_uri: str, df: pl.DataFrame) -> pl.DataFrame:
     """Relative local paths are relative to the manifest's folder."""
+    col = pl.col(URI)
+    if _uniform_scheme(df) is not None:  # all URIs, or all absolute paths: nothing to join
+        return df
+    relative = ~col.str.contains("://", literal=True) & ~col.str.starts_with("/") & (col.str.len_bytes() > 0)
+    if not df.select(relative.any()).item():  # object-store URIs: nothing to join
+        return df
     if storage.scheme_of(manifest_uri):
         base = posixpath.dirname(manifest_uri)
     else:
         base = os.path.dirname(os.path.abspath(manifest_uri))
-    relative = ~col.str.contains("://", literal=True) & ~col.str.starts_with("/") & (col.str.len_bytes() > 0)
-    return pl.when(relative).then(pl.lit(base + "/") + col).otherwise(col)
+    return df.with_columns(pl.when(relative).then(pl.lit(base + "/") + col).otherwise(col).alias(URI))
 
 
 def build_manifest(src: str, out: str | None = None) -> pl.DataFrame:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import pyarrow.dataset as pads
 
@@ -22,7 +23,7 @@ from etl.schema import STATUS_OK
 
 
 HASH_SEED = 0x636F6D6963  # "comic"
-GOLDEN = pl.lit(0x9E3779B97F4A7C15, dtype=pl.UInt64)  # spreads the batch length over the id
+GOLDEN = 0x9E3779B97F4A7C15  # spreads the batch length over the id
 
 
 @dataclass(slots=True)
@@ -61,7 +62,8 @@ def done_page_ids(out: str, engine: str, cfg_hash: str) -> pl.Series:
         columns=[ID],
         filter=(pads.field("status") == STATUS_OK) & (pads.field("config_hash") == cfg_hash),
     )
-    return pl.from_arrow(table.column(ID)).unique().alias(ID)
+    # Not made unique: `pending` only tests membership, and a retried page's ids repeat rarely.
+    return pl.from_arrow(table.column(ID)).alias(ID)
 
 
 def pending(manifest: pl.DataFrame, done: pl.Series) -> pl.DataFrame:
@@ -127,12 +129,10 @@ def make_batches(df: pl.DataFrame, size: int, engine: str, cfg_hash: str) -> Bat
     """
     if df.is_empty():
         return Batches(df, size, [], [])
-    sums = (
-        df.select(pl.col(ID).hash(HASH_SEED).alias("h"))
-        .with_columns((pl.int_range(pl.len()) // size).alias("_b"))
-        .group_by("_b", maintain_order=True)
-        .agg(pl.col("h").sum(), pl.len().alias("n"))
-    )
+    hashes = df.select(pl.col(ID).hash(HASH_SEED)).to_series().to_numpy()
+    starts = np.arange(0, len(hashes), size)
+    lengths = np.diff(np.append(starts, len(hashes))).astype(np.uint64)
     salt = int.from_bytes(hashlib.blake2b(f"{engine}\0{cfg_hash}".encode(), digest_size=8).digest(), "big")
-    ids = sums.select(pl.col("h").xor(pl.lit(salt, dtype=pl.UInt64)).xor(pl.col("n").cast(pl.UInt64) * GOLDEN))["h"]
-    return Batches(df, size, ids.to_list(), sums["n"].to_list())
+    # uint64 arithmetic wraps, as Polars' sums did: the same ids as before this was NumPy.
+    ids = np.add.reduceat(hashes, starts) ^ np.uint64(salt) ^ (lengths * np.uint64(GOLDEN))
+    return Batches(df, size, ids.tolist(), lengths.tolist())

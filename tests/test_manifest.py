@@ -69,6 +69,21 @@ def test_unsupported_schemes_are_named_but_not_fatal(tmp_path):
     assert uri_warnings(df.filter(pl.col("page_id") == "b"), str(m)) is None
 
 
+def test_uri_checks_take_the_quick_path_for_uniform_manifests_and_stay_exact(tmp_path):
+    # one scheme throughout (the quick path): supported, or every row named
+    m = write(tmp_path / "s3.csv", "page_id,image_uri\na,s3://b/1.png\nb,s3://b/2.png\n")
+    df = load_manifest(str(m))
+    assert df["image_uri"].to_list() == ["s3://b/1.png", "s3://b/2.png"] and uri_warnings(df, str(m)) is None
+    m = write(tmp_path / "ftp.csv", "page_id,image_uri\na,ftp://h/1.png\nb,ftp://h/2.png\n")
+    assert "2 row(s): data rows 1, 2" in uri_warnings(load_manifest(str(m)), str(m))
+    # mixed: case-insensitive schemes, a relative path resolved, a path with "://" in it named
+    m = write(tmp_path / "mixed.csv", "page_id,image_uri\na,S3://b/1.png\nb,s3://b/2.png\nc,rel/3.png\n"
+              "d,/data/odd://4.png\n")
+    df = load_manifest(str(m))
+    assert df["image_uri"].to_list()[2] == f"{tmp_path}/rel/3.png"
+    assert "1 row(s): data rows 4" in uri_warnings(df, str(m))
+
+
 def test_unknown_format_and_missing_file(tmp_path):
     with pytest.raises(ManifestError, match="unsupported manifest format .xlsx"):
         load_manifest(str(write(tmp_path / "m.xlsx", "x")))
