@@ -59,8 +59,8 @@ class TesseractEngine(Engine):
     name = "tesseract"
     Options = TesseractOptions
     # A call's cold start with layout=regions: the imports (pytesseract with pandas 0.5 s, the
-    # detector's stack 1.2 s), the ONNX session (0.06 s) and its first inference, ~1 s slower
-    # than the next (BENCHMARKS.md). Then each page is detected and read.
+    # detector's stack 1.2 s), the ONNX session (0.1-0.2 s) and its first inference, 1-1.6 s
+    # slower than the next (BENCHMARKS.md). Then each page is detected and read.
     load_seconds, page_seconds = 2.8, 2.8
     IMPORT_SECONDS = {"page": 0.5, "regions": 1.7}  # of the load: what preload_modules take off it
 
