@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +86,51 @@ def in_subprocess(setup: str, work: str, repeat: int) -> tuple[float, float]:
     return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
 
 
-def batch_against_one(planned: int, n: int, workers: int) -> tuple[int, str, str]:
-    """The batch size the cold-start figure compares batch=1 with, why, and the target. When
-    the planner itself picks 1 (nothing left to amortise: a localhost runner preloads the
-    engine's imports), batch=1 is set against one batch per worker, to show it."""
-    if planned > 1:
-        return planned, "the planner's choice", "< 1: batching pays"
-    return max(2, -(-n // workers)), "one batch per worker; the planner picks 1", "≈ 1: nothing to amortise"
+@dataclass
+class ColdStart:
+    """batch=1 against a larger batch through the pipeline: seconds per page, the ratio, the runs."""
+
+    size: int
+    why: str
+    target: str
+    per_page_1: float
+    per_page: float
+    ratio: float
+    summaries: dict
+
+    def peak(self, size: int) -> str:
+        return f", peak {self.summaries[size].max_peak_rss_mb or 0:.0f} MB/worker"
+
+    def row(self, name: str, n: int, workers: int, peaks: bool = False) -> tuple:
+        return (f"{name}: pipeline seconds per page, batch=1 vs batch={self.size} ({self.why}), {n} pages, "
+                f"{workers} workers", f"{self.per_page_1:.2f} s" + (self.peak(1) if peaks else ""),
+                f"{self.per_page:.2f} s" + (self.peak(self.size) if peaks else ""), f"{self.ratio:.2f}", self.target)
+
+
+def cold_start(manifest: str, engine: str, n: int, workers: int, repeat: int, out: Path) -> ColdStart:
+    """Pipeline seconds per page at batch=1 against the planner's batch, on the first `n` pages.
+    When the planner itself picks 1 (nothing left to amortise), batch=1 is set against one
+    batch per worker, to show it."""
+    from engines import get_engine
+    from etl.api import run_ocr
+    from etl.plan import planned_batch_size
+
+    cls = get_engine(engine)
+    size = planned_batch_size(cls, cls.parse_options({}), n, workers, "localhost")
+    why, target = "the planner's choice", "< 1: batching pays"
+    if size == 1:
+        size, why, target = max(2, -(-n // workers)), "one batch per worker; the planner picks 1", "≈ 1: nothing to amortise"
+    summaries = {}
+
+    def run(b):
+        def go():
+            summaries[b] = run_ocr(manifest, engine=engine, out=str(out / f"ds-{engine}-{b}"), workers=workers,
+                                   batch=b, force=True, limit=n)
+            assert summaries[b].ok == n, summaries[b].examples
+        return go
+
+    t_1, t_size, ratio = paired(run(1), run(size), repeat)
+    return ColdStart(size, why, target, t_1 / n, t_size / n, ratio, summaries)
 
 
 def bench_pipeline(tmp: Path, n: int, workers: int, repeat: int, k: int) -> tuple[list, dict]:
@@ -141,31 +180,17 @@ def bench_pipeline(tmp: Path, n: int, workers: int, repeat: int, k: int) -> tupl
     rows.append((f"seconds per page, one process, {len(images)} pages: layout=regions vs layout=page",
                  f"{t_regions / len(images):.2f} s", f"{t_page / len(images):.2f} s", f"{ratio:.2f}", ""))
 
-    summaries = {}
-
-    def batch_of(size):
-        def run():
-            summaries[size] = run_ocr(manifest, out=str(tmp / f"ds-b{size}"), workers=workers, batch=size, force=True,
-                                      limit=k)
-            assert summaries[size].ok == min(k, n)
-        return run
-
-    from etl.plan import planned_batch_size
-
     k = min(k, n)
-    default, why, target = batch_against_one(planned_batch_size(cls, cls.parse_options({}), k, workers, "localhost"),
-                                             k, workers)
-    t_b1, t_bd, ratio = paired(batch_of(1), batch_of(default), repeat)
-    rows.append((f"tesseract (regions): pipeline seconds per page, batch=1 vs batch={default} ({why}), "
-                 f"{k} pages, {workers} workers", f"{t_b1 / k:.2f} s", f"{t_bd / k:.2f} s", f"{ratio:.2f}", target))
-    s = summaries[default]
+    cold = cold_start(manifest, "tesseract", k, workers, repeat, tmp)
+    rows.append(cold.row("tesseract (regions)", k, workers))
+    s = cold.summaries[cold.size]
     profile = {"imports a localhost runner preloads (regions), s": round(import_regions, 2),
                "engine load (regions) with its modules imported, s": round(load_regions, 2),
                "first page's extra time (regions: the detector's warm-up), s":
                    round(first_regions - t_regions / len(images), 2),
                "seconds per page in the worker (regions)": round(s.page_seconds / s.processed, 2),
                "peak worker RSS, MB (batch default)": round(s.max_peak_rss_mb or 0),
-               "peak worker RSS, MB (batch=1)": round(summaries[1].max_peak_rss_mb or 0)}
+               "peak worker RSS, MB (batch=1)": round(cold.summaries[1].max_peak_rss_mb or 0)}
     return rows, profile
 
 
@@ -196,40 +221,20 @@ print(json.dumps([load, first_page, per_page, first, rss()]))
 def bench_local_engine(tmp: Path, name: str, n: int, workers: int, repeat: int, reads: int) -> tuple[list, dict]:
     """Cold start amortised (batch=1 vs the planner's batch) through the pipeline, and memory
     over `reads` pages in one process (what a long batch would see)."""
-    from engines import get_engine
-    from etl.api import run_ocr
-    from etl.plan import planned_batch_size
-
     folder = tmp / f"pages-{name}"
     write_pages(folder, n, seed=9500, prefix=name)
-    manifest = str(folder / "manifest.csv")
-    cls = get_engine(name)
-    default, why, target = batch_against_one(planned_batch_size(cls, cls.parse_options({}), n, workers, "localhost"),
-                                             n, workers)
-    summaries = {}
-
-    def run(size):
-        def go():
-            summaries[size] = run_ocr(manifest, engine=name, out=str(tmp / f"ds-{name}-{size}"), workers=workers,
-                                      batch=size, force=True)
-            assert summaries[size].ok == n, summaries[size].examples
-        return go
-
-    t_b1, t_bd, ratio = paired(run(1), run(default), repeat)
+    cold = cold_start(str(folder / "manifest.csv"), name, n, workers, repeat, tmp)
     paths = sorted(str(p) for p in folder.glob("*.png"))
     out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, name, ",".join(paths), str(reads)],
                          check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     load, first_page, per_page, rss_first, rss_last = json.loads(out)
-    rows = [(f"{name}: pipeline seconds per page, batch=1 vs batch={default} ({why}), {n} pages, "
-             f"{workers} workers", f"{t_b1 / n:.2f} s, peak {summaries[1].max_peak_rss_mb or 0:.0f} MB/worker",
-             f"{t_bd / n:.2f} s, peak {summaries[default].max_peak_rss_mb or 0:.0f} MB/worker",
-             f"{ratio:.2f}", target),
+    rows = [cold.row(name, n, workers, peaks=True),
             (f"{name}: resident memory in one process, after page 1 vs after {reads + 1} pages", f"{rss_last:.0f} MB",
              f"{rss_first:.0f} MB", f"{rss_first / rss_last:.2f}", "≈ 1: bounded")]
     profile = {f"{name}: engine load, s": round(load, 1),
                f"{name}: first page's extra time (warm-up), s": round(first_page - per_page, 1),
                f"{name}: seconds per page, one core": round(per_page, 2),
-               f"{name}: peak worker RSS, MB (batch={default})": round(summaries[default].max_peak_rss_mb or 0)}
+               f"{name}: peak worker RSS, MB (batch={cold.size})": round(cold.summaries[cold.size].max_peak_rss_mb or 0)}
     return rows, profile
 
 
