@@ -139,19 +139,55 @@ def run_ocr(
     # A call may take its pages' time limits plus start-up; Lithops kills it after.
     timeout = call_timeout or (page_timeout * size + 300)
     executor = LithopsExecutor(lconfig, retries=retries, call_timeout=timeout, preload=cls.preload_modules(options))
-    for i, result, error in executor.map(process_batch, tasks):
-        if error is not None:
-            summary.failed_batches += 1
-            try:
-                result = _record_failed_batch(tasks[i], error, retries)
-            except Exception as exc:  # the output storage itself is failing: report, do not crash
-                result = _unrecorded(tasks[i], error, exc)
-                summary.unrecorded += len(result["pages"])
-        _account(summary, result)
-        if on_batch:
-            on_batch(result)
+    todo_tasks, attempt = tasks, 0
+    while todo_tasks:
+        lost, seen = [], set()
+        for i, result, error in executor.map(process_batch, todo_tasks):
+            task = todo_tasks[i]
+            seen.add(i)
+            if error is None and (problem := _not_result_of(task, result)):
+                error = ResultLost(f"the call finished but {problem}")
+                if attempt < retries:  # the worker may well have written its shards: the rerun rewrites them
+                    lost.append(task)
+                    continue
+            _finish_batch(summary, task, result, error, retries, on_batch)
+        for i in sorted(set(range(len(todo_tasks))) - seen):  # "all ok" means every page has a row
+            _finish_batch(summary, todo_tasks[i], None, ResultLost("Lithops reported nothing for this call"),
+                          retries, on_batch)
+        todo_tasks, attempt = lost, attempt + 1
     summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+class ResultLost(RuntimeError):
+    """A call that Lithops counts as done without the worker's result for its batch."""
+
+
+def _not_result_of(task: dict, result: Any) -> str | None:
+    """Why `result` is not the worker's report on `task` (None when it is)."""
+    if not isinstance(result, dict):
+        return f"Lithops returned {type(result).__name__} instead of the worker's result"
+    if result.get("run_id") != task["run_id"] or result.get("batch_id") != task["batch_id"]:
+        return (f"its result belongs to batch {result.get('batch_id')!r} of run {result.get('run_id')!r}, "
+                f"not batch {task['batch_id']!r} of run {task['run_id']!r}")
+    got = sorted(str(p.get("page_id")) for p in result.get("pages") or [])
+    if got != sorted(str(p["page_id"]) for p in task["pages"]):
+        return f"its result lists {len(got)} pages, not the batch's {len(task['pages'])}"
+    return None
+
+
+def _finish_batch(summary: RunSummary, task: dict, result: dict | None, error: BaseException | None,
+                  retries: int, on_batch: Callable[[dict], None] | None) -> None:
+    if error is not None:
+        summary.failed_batches += 1
+        try:
+            result = _record_failed_batch(task, error, retries)
+        except Exception as exc:  # the output storage itself is failing: report, do not crash
+            result = _unrecorded(task, error, exc)
+            summary.unrecorded += len(result["pages"])
+    _account(summary, result)
+    if on_batch:
+        on_batch(result)
 
 
 def _model_price(model: str | None) -> dict | None:
@@ -188,7 +224,7 @@ def _account(summary: RunSummary, result: dict) -> None:
 
 def _failed_pages(task: dict, kind: str, message: str) -> dict:
     """The result of a batch whose worker reported nothing: every page failed with `message`."""
-    return {"batch_id": task["batch_id"], "engine_version": None,
+    return {"batch_id": task["batch_id"], "run_id": task["run_id"], "engine_version": None,
             "pages": [{"page_id": p["page_id"], "status": STATUS_ERROR, "error_kind": kind, "error": message}
                       for p in task["pages"]]}
 
@@ -208,7 +244,8 @@ def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict
     """
     # Lithops reports a worker killed by SIGKILL (OOM killer, operator) as MemoryError,
     # and a call killed at its time limit as TimeoutError.
-    kind = {MemoryError: "worker_killed", TimeoutError: "batch_timeout"}.get(type(error), "batch_failed")
+    kind = {MemoryError: "worker_killed", TimeoutError: "batch_timeout", ResultLost: "result_lost"}.get(
+        type(error), "batch_failed")
     message = f"batch {task['batch_id']} failed ({retries} retries): {type(error).__name__}: {error}"[:500]
     now = datetime.now(timezone.utc)
     rows = [

@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 import sysconfig
+import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -80,7 +82,22 @@ def local_runtime() -> str:
     return sys.executable
 
 
-PRELOAD_KEY = "comic_ocr"  # a config section of our own: Lithops ignores it
+PRELOAD_KEY = "comic_ocr"
+# Lithops names an executor `<session>-<counter>` from two environment variables that child
+# processes inherit: two runs started by one process that had used Lithops would both be
+# `<session>-<n+1>`, share job files and read each other's results. Each run opens a session
+# of its own (under a lock: runs may start from threads of one process).
+_SESSION_LOCK = threading.Lock()
+
+
+def new_function_executor(config: dict):
+    """A Lithops FunctionExecutor whose executor id no other run shares."""
+    import lithops
+    from lithops.constants import SESSION_ID_ENV
+
+    with _SESSION_LOCK:
+        os.environ[SESSION_ID_ENV] = uuid.uuid4().hex[:12]
+        return lithops.FunctionExecutor(config=config, log_level=config["lithops"].get("log_level", "WARNING"))  # a config section of our own: Lithops ignores it
 
 
 def call_overhead_s(backend: str) -> float:
@@ -136,7 +153,7 @@ class LithopsExecutor:
             # Travels in the job file, where etl/local_runtime.py reads it.
             config = {**config, PRELOAD_KEY: {"preload": list(self.preload)}}
         logging.getLogger("lithops").setLevel(config["lithops"].get("log_level", "WARNING"))
-        fexec = lithops.FunctionExecutor(config=config, log_level=config["lithops"].get("log_level", "WARNING"))
+        fexec = new_function_executor(config)
         with lithops.RetryingFunctionExecutor(fexec) as rexec:
             # A dict in the map data would be taken as keyword arguments: wrap each.
             # Local workers inherit this environment; cloud workers get the storage settings.

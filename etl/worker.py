@@ -78,6 +78,7 @@ def process_batch(task: dict) -> dict:
     )
     return {
         "batch_id": task["batch_id"],
+        "run_id": task["run_id"],  # the client checks that a result is this run's and this batch's
         "engine_version": engine_version,
         "pages": [{k: r.get(k) for k in PAGE_SUMMARY_KEYS} for r in page_rows],
         "load_s": load_s,

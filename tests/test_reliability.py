@@ -212,3 +212,51 @@ def test_permission_denied_is_a_readable_page_error(tmp_path):
     kind, message = queue.get(timeout=30)
     child.join(timeout=30)
     assert kind == "permission_denied" and "locked.png" in message
+
+
+def test_two_runs_started_together_by_a_process_that_used_lithops_both_finish(tmp_path):
+    """Children inherit Lithops' session variables: both runs once took one executor id, so one
+    run's job file replaced the other's, and a run reported "4 ok" with no rows written."""
+    from etl.synthetic import write_pages
+
+    sets = {}
+    for name, seed in (("a", 7301), ("b", 7302)):
+        write_pages(tmp_path / name, 3, seed=seed, prefix=name)
+        sets[name] = tmp_path / name / "manifest.csv"
+    # This process uses Lithops first: its session id and executor counter are now in os.environ.
+    assert run_ocr(str(sets["a"]), out=str(tmp_path / "warm-up"), layout="page", limit=1).ok == 1
+    assert os.environ.get("__LITHOPS_SESSION_ID")
+    runs = {
+        name: subprocess.Popen([sys.executable, "-m", "etl.cli", "ocr", f"manifest={m}", f"out={tmp_path / ('out-' + name)}",
+                                "layout=page", "batch=1", "workers=1", "progress=false"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, m in sets.items()
+    }
+    outputs = {name: r.communicate(timeout=600)[0] for name, r in runs.items()}
+    for name, r in runs.items():
+        assert r.returncode == 0, outputs[name]
+        got = query(str(tmp_path / f"out-{name}"), "select page_id, status, n_elements from pages")
+        assert sorted(got["page_id"]) == [f"{name}-{i:03d}" for i in range(3)], outputs[name]
+        assert set(got["status"]) == {"ok"} and min(got["n_elements"]) > 0
+
+
+def test_a_call_reported_done_without_its_batchs_result_becomes_retried_not_a_crash(comic_pages, tmp_path, monkeypatch):
+    """Lithops' ResponseFuture.result() hands back whatever it stored once a future counts as done:
+    None, or another batch's report. The client checks each result against its task."""
+    import etl.api as api
+
+    real = api.process_batch
+
+    def first_batch_reports_nothing(task):  # runs in the Lithops worker (forked from this process)
+        return None if task["pages"][0]["page_id"] == "comic-000" else real(task)
+
+    monkeypatch.setattr(api, "process_batch", first_batch_reports_nothing)
+    s = run_ocr(str(comic_pages / "manifest.csv"), out=str(tmp_path / "ds"), layout="page", batch=3, retries=1)
+    # comic-000's batch keeps coming back empty: after its retry it is an error row, not a crash or a silent "ok".
+    assert (s.ok, s.failed) == (3, 3) and s.error_kinds == {"result_lost": 3}, s
+    assert "instead of the worker's result" in s.examples[0]["error"]
+    got = query(str(tmp_path / "ds"), "select page_id, status, error_kind from pages order by page_id")
+    assert got.height == 6
+    monkeypatch.setattr(api, "process_batch", real)
+    s = run_ocr(str(comic_pages / "manifest.csv"), out=str(tmp_path / "ds"), layout="page", batch=3)
+    assert (s.skipped, s.ok, s.failed) == (3, 3, 0)
