@@ -13,7 +13,7 @@ default:
 setup:
     bash scripts/setup.sh
 
-# OCR a manifest into a dataset: manifest=PATH [engine=tesseract] [out=out] [batch=] [workers=] [lang=] [backend=] [config=] [limit=] [force=true]
+# OCR a manifest into a dataset: manifest=PATH [engine=ppocrv6] [out=out] [batch=] [workers=] [lang=] [backend=] [config=] [limit=] [force=true]
 ocr *args:
     @{{python}} -m etl.cli ocr "$@"
 

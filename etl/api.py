@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from engines.base import DEFAULT_ENGINE
 from etl import plan, storage
 from etl.errors import ConfigError
 from etl.manifest import build_manifest, load_manifest, uri_warnings
@@ -68,7 +69,7 @@ def new_run_id() -> str:
 
 def run_ocr(
     manifest: str,
-    engine: str = "tesseract",
+    engine: str = DEFAULT_ENGINE,
     out: str = "out",
     *,
     batch: int | None = None,
@@ -114,6 +115,11 @@ def run_ocr(
         if on_warning:
             on_warning(w)
     cfg_hash = plan.config_hash(engine, options)
+    # Resume and the views read every shard: one damaged file must stop neither.
+    for w in plan.set_aside_damaged(out, engine):
+        warnings.append(w)
+        if on_warning:
+            on_warning(w)
     summary = RunSummary(run_id=new_run_id(), out=out, engine=engine, config_hash=cfg_hash, pages_total=df.height,
                          backend=be, workers=workers_of(lconfig), warnings=warnings)
     todo = df if force else plan.pending(df, plan.done_page_ids(out, engine, cfg_hash))

@@ -149,7 +149,7 @@ def bench_pipeline(tmp: Path, n: int, workers: int, repeat: int, k: int) -> tupl
             list(pool.map(_direct, paths))
 
     def pipeline():
-        s = run_ocr(manifest, out=str(tmp / "ds-page"), layout="page", workers=workers, force=True)
+        s = run_ocr(manifest, engine="tesseract", out=str(tmp / "ds-page"), layout="page", workers=workers, force=True)
         assert s.ok == n, s
 
     t_pipe, t_direct, ratio = paired(pipeline, direct, repeat)

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from engines.base import DEFAULT_ENGINE
 from etl.errors import UsageError
 
 EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 3, 2
@@ -26,11 +27,11 @@ RUN_KEYS = {  # key -> type; every other key=value is an engine option
     "call_timeout": float, "max_pixels": int, "progress": bool,
 }
 USAGE = """usage:
-  ocr manifest=PATH [engine=tesseract] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
+  ocr manifest=PATH [engine=ppocrv6] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
       [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
   query out=PATH (sql="..." | file=sql/NAME.sql)
   manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
-  estimate (manifest=PATH | pages=N) [engine=tesseract] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]"""
+  estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]"""
 
 console = Console(stderr=True)
 out_console = Console()
@@ -158,7 +159,7 @@ def cmd_estimate(kv: dict[str, str]) -> int:
     else:
         raise UsageError(f"estimate needs manifest=PATH or pages=N\n{USAGE}")
     e = estimate(
-        pages, kv.get("engine", "tesseract"), kv.get("backend", "aws_lambda"), int(kv.get("workers", 100)),
+        pages, kv.get("engine", DEFAULT_ENGINE), kv.get("backend", "aws_lambda"), int(kv.get("workers", 100)),
         int(kv["batch"]) if kv.get("batch") else None, int(kv["memory"]) if kv.get("memory") else None,
     )
     out_console.print(e.describe(), soft_wrap=True)
@@ -172,7 +173,12 @@ def cmd_query(kv: dict[str, str]) -> int:
     if not out or not (kv.get("sql") or kv.get("file")):
         raise UsageError(f"query needs out=PATH and sql=\"...\" or file=PATH\n{USAGE}")
     sql = kv.get("sql") or Path(kv["file"]).read_text()
-    con = connect(out)
+    from etl import storage
+
+    fs, path = storage.url_to_fs(out)
+    if not fs.exists(path):
+        raise UsageError(f"no dataset at out={out}: nothing has been written there yet")
+    con = connect(out, on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
     try:
         rel = con.sql(sql)
         if rel is None:
@@ -217,7 +223,7 @@ def _runtime(kv: dict[str, str], action: str) -> int:
     if action == "build":
         cmd += ["-f", kv.get("file", "runtimes/cpu/Dockerfile")]
     else:
-        memory = kv.get("memory") or str(load_costs()["engines"][kv.get("engine", "tesseract")]["memory_mb"])
+        memory = kv.get("memory") or str(load_costs()["engines"][kv.get("engine", DEFAULT_ENGINE)]["memory_mb"])
         cmd += ["--memory", memory]
     console.print(" ".join(cmd), soft_wrap=True)
     return subprocess.call(cmd + [name])

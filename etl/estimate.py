@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from engines.base import DEFAULT_ENGINE
 from etl.errors import ConfigError
 
 COSTS_FILE = Path(os.environ.get("COMIC_OCR_COSTS", Path(__file__).resolve().parent.parent / "costs.yaml"))
@@ -51,7 +52,7 @@ def load_costs(path: str | Path | None = None) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def estimate(pages: int, engine: str = "tesseract", backend: str = "aws_lambda", workers: int = 100,
+def estimate(pages: int, engine: str = DEFAULT_ENGINE, backend: str = "aws_lambda", workers: int = 100,
              batch: int | None = None, memory_mb: int | None = None, costs: dict | None = None) -> Estimate:
     costs = costs or load_costs()
     if engine not in costs["engines"]:

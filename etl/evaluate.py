@@ -89,13 +89,16 @@ def load_truth(path: str | Path) -> dict[str, str]:
 
 
 def discover(folder: str | Path) -> list[EvalSet]:
-    """Every sub-folder holding manifest.csv and ground_truth.jsonl (or truth.jsonl)."""
+    """Every folder below `folder` (two levels at most: `real_more/blackjack_ja`) holding
+    manifest.csv and ground_truth.jsonl (or truth.jsonl), named by its path below `folder`."""
+    root = Path(folder)
     sets = []
-    for d in sorted(Path(folder).iterdir()):
+    for d in sorted([*root.glob("*/"), *root.glob("*/*/")]):
         truth = next((d / n for n in ("ground_truth.jsonl", "truth.jsonl") if (d / n).is_file()), None)
         if d.is_dir() and (d / "manifest.csv").is_file() and truth:
             first = json.loads(truth.read_text(encoding="utf-8").splitlines()[0])
-            sets.append(EvalSet(d.name, str(d / "manifest.csv"), str(truth), first.get("lang", "en")))
+            sets.append(EvalSet(d.relative_to(root).as_posix(), str(d / "manifest.csv"), str(truth),
+                                first.get("lang", "en")))
     return sets
 
 

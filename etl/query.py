@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import pyarrow as pa
@@ -15,21 +17,37 @@ from etl.schema import ELEMENT_SCHEMA, PAGE_SCHEMA
 SQL_DIR = Path(os.environ.get("COMIC_OCR_SQL_DIR", Path(__file__).resolve().parent.parent / "sql"))
 
 
-def connect(out: str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with views `pages`, `elements`, `page_text` over dataset `out`."""
+def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,
+            on_warning: Callable[[str], None] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with views `pages`, `elements`, `page_text` over dataset `out`.
+
+    A damaged shard is left out of the views, named in a warning (`on_warning`, else Python's
+    warnings); a rerun of the run that wrote it sets it aside and reads its pages again.
+    """
     con = con or duckdb.connect()
     for table, schema in (("pages", PAGE_SCHEMA), ("elements", ELEMENT_SCHEMA)):
         root = storage.join(out, table)
-        fs, files = storage.glob_parquet(root)
-        if not files:
+        fs, files, damaged = storage.sound_parquet(root)
+        for path, why in damaged.items():
+            (on_warning or warnings.warn)(f"damaged shard left out of the views: {path} ({why}); "
+                                          "rerun the run that wrote it to read its pages again")
+        if not files:  # none yet, or none readable
             con.register(f"_empty_{table}", pa.Table.from_pylist([], schema=schema))
             con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS SELECT * FROM _empty_{table}")
+            continue
+        if damaged:  # the sound files by name: a glob would take the damaged ones too
+            if not isinstance(fs, LocalFileSystem) and not con.filesystem_is_registered(_protocol(fs)):
+                con.register_filesystem(fs)
+            names = ", ".join(f"'{_quote(f if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(f))}'"
+                              for f in files)
+            con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS SELECT * FROM read_parquet([{names}], "
+                        "union_by_name = true, hive_partitioning = false)")
             continue
         if isinstance(fs, LocalFileSystem):
             pattern = os.path.join(os.path.abspath(storage.url_to_fs(root)[1]), "**", "*.parquet")
         else:
             # Object stores through fsspec: no DuckDB extension download needed (air-gapped).
-            if not con.filesystem_is_registered(fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol):
+            if not con.filesystem_is_registered(_protocol(fs)):
                 con.register_filesystem(fs)
             pattern = storage.join(out, table) + "/**/*.parquet"
         con.execute(
@@ -47,6 +65,10 @@ def query(out: str, sql: str):
         return con.sql(sql).pl()
     finally:
         con.close()
+
+
+def _protocol(fs) -> str:
+    return fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
 
 
 def _quote(s: str) -> str:

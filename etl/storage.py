@@ -73,6 +73,25 @@ def write_parquet_atomic(table: pa.Table, uri: str) -> None:
     fs.pipe_file(path, buf.getvalue())
 
 
+def unreadable(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """Why the Parquet file at `path` cannot be read (None when its footer is whole).
+
+    A crashed copy, a truncated upload or a bad disk leaves a file without its footer, and one
+    such file makes every reader of the whole dataset fail ("No magic bytes")."""
+    try:
+        pq.read_metadata(path, filesystem=fs)
+        return None
+    except (OSError, pa.ArrowException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def sound_parquet(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str], dict[str, str]]:
+    """The shards under `uri` that can be read, and the damaged ones with their reasons."""
+    fs, files = glob_parquet(uri)
+    damaged = {f: why for f in files if (why := unreadable(fs, f))}
+    return fs, [f for f in files if f not in damaged], damaged
+
+
 def glob_parquet(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     """All Parquet shards under a folder (any depth); temp files never match."""
     fs, path = url_to_fs(uri)

@@ -205,6 +205,23 @@ def make_page(seed: int, page_id: str | None = None, width: int = 1200, height: 
     return img, page
 
 
+def make_strip(seed: int, pages: int = 8, width: int = 480, page_id: str | None = None) -> tuple[Image.Image, Page]:
+    """A webtoon-style strip: `pages` comic pages, each scaled to `width`, stacked top to bottom
+    (aspect about 1.4 x pages). The transcript is the pages' in order, boxes in strip pixels."""
+    scale = width / 1200
+    height = round(1700 * scale)
+    strip = Image.new("L", (width, height * pages), 255)
+    page = Page(page_id or f"strip-{seed:04d}", width, height * pages)
+    for i in range(pages):
+        img, part = make_page(seed + i)
+        strip.paste(img.resize((width, height), Image.LANCZOS), (0, i * height))
+        for line in part.lines:
+            x0, y0, x1, y1 = line.box
+            page.lines.append(TextLine(line.text, (round(x0 * scale), round(y0 * scale) + i * height,
+                                                   round(x1 * scale), round(y1 * scale) + i * height)))
+    return strip, page
+
+
 # Everyday Japanese phrases for manga pages: no small kana, long-vowel marks or
 # punctuation, which vertical writing would rotate or shift.
 JA_PHRASES = """

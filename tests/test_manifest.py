@@ -93,7 +93,7 @@ def test_unknown_format_and_missing_file(tmp_path):
 
 def test_cli_exits_2_on_a_bad_manifest_before_any_work(tmp_path, capsys):
     m = write(tmp_path / "dup.csv", "page_id,image_uri\na,1.png\na,2.png\n")
-    assert main(["ocr", f"manifest={m}", f"out={tmp_path / 'out'}"]) == 2
+    assert main(["ocr", "engine=tesseract", f"manifest={m}", f"out={tmp_path / 'out'}"]) == 2
     assert "duplicated id" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_comic_pages_are_read_resumed_and_queryable(comic_pages, tmp_path, capsys):
     out = tmp_path / "ds"
-    code = main(["ocr", f"manifest={comic_pages / 'manifest.csv'}", f"out={out}", "lang=en", "progress=false"])
+    code = main(["ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}", f"out={out}", "lang=en", "progress=false"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "6 ok" in printed and "0 failed" in printed and "pages/s" in printed and "just query" in printed
@@ -50,12 +50,12 @@ def test_comic_pages_are_read_resumed_and_queryable(comic_pages, tmp_path, capsy
     con.close()
 
     # A second identical run skips every page.
-    code = main(["ocr", f"manifest={comic_pages / 'manifest.csv'}", f"out={out}", "lang=eng", "progress=false"])
+    code = main(["ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}", f"out={out}", "lang=eng", "progress=false"])
     assert code == 0
     assert "6 skipped" in capsys.readouterr().out
 
     # force=true redoes everything; the views still show one row per page.
-    s = run_ocr(str(comic_pages / "manifest.csv"), out=str(out), force=True, limit=2)
+    s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(out), force=True, limit=2)
     assert (s.ok, s.skipped) == (2, 0)
     con = connect(str(out))
     assert con.execute("select count(*) from raw_pages").fetchone()[0] == 8
@@ -88,7 +88,7 @@ def test_broken_images_become_error_rows_and_the_rest_is_read(pages_copy, tmp_pa
     for i in (1, 2, 3):
         img, _ = make_page(7100 + i, f"comic-00{i}")
         img.save(pages_copy / f"comic-00{i}.png")
-    s = run_ocr(str(pages_copy / "manifest.csv"), out=str(out))
+    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=str(out))
     assert (s.skipped, s.ok, s.failed) == (3, 3, 0)
     con = connect(str(out))
     assert con.execute("select count(*), count(distinct page_id), count(*) filter (status = 'ok') from pages").fetchone() == (6, 6, 6)
@@ -130,7 +130,7 @@ def test_a_killed_worker_loses_only_its_batch_and_a_rerun_completes(pages_copy, 
     killer = threading.Thread(target=lambda: killed.extend(_kill_reader_of(target)), daemon=True)
     killer.start()
     out = tmp_path / "ds"
-    s = run_ocr(str(pages_copy / "manifest.csv"), out=str(out), batch=2, retries=0)
+    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=str(out), batch=2, retries=0)
     killer.join(timeout=5)
     assert killed, "the worker reading the FIFO was not found"
     assert (s.ok, s.failed, s.failed_batches) == (4, 2, 1)
@@ -140,7 +140,7 @@ def test_a_killed_worker_loses_only_its_batch_and_a_rerun_completes(pages_copy, 
 
     target.unlink()
     shutil.move(good, target)
-    s = run_ocr(str(pages_copy / "manifest.csv"), out=str(out), batch=2)
+    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=str(out), batch=2)
     assert (s.skipped, s.ok, s.failed) == (4, 2, 0)
     con = connect(str(out))
     assert con.execute("select count(*), count(distinct page_id), count(*) filter (status = 'ok') from pages").fetchone() == (6, 6, 6)
@@ -148,7 +148,7 @@ def test_a_killed_worker_loses_only_its_batch_and_a_rerun_completes(pages_copy, 
 
 def test_query_cli_runs_sql_and_files(comic_pages, tmp_path, capsys):
     out = tmp_path / "ds"
-    run_ocr(str(comic_pages / "manifest.csv"), out=str(out), limit=2)
+    run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(out), limit=2)
     repo = Path(__file__).resolve().parent.parent
     for name in ("confident_lines.sql", "join_embeddings.sql", "errors.sql"):
         assert main(["query", f"out={out}", f"file={repo / 'sql' / name}"]) == 0
@@ -163,10 +163,10 @@ def test_query_cli_runs_sql_and_files(comic_pages, tmp_path, capsys):
 
 def test_per_page_timeout_gives_transient_error_rows_and_uri_outputs_work(comic_pages, tmp_path):
     out = f"file://{tmp_path}/ds"  # an fsspec URI as out=
-    s = run_ocr(str(comic_pages / "manifest.csv"), out=out, limit=2, page_timeout=0.2)
+    s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=out, limit=2, page_timeout=0.2)
     assert (s.ok, s.failed) == (0, 2) and s.error_kinds == {"timeout": 2}
     assert "page_timeout=0.2" in s.examples[0]["error"]
-    s = run_ocr(str(comic_pages / "manifest.csv"), out=out, limit=2)
+    s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=out, limit=2)
     assert (s.ok, s.skipped) == (2, 0)  # timed-out pages are retried by the rerun
     assert query(out, "select count(*) as n from page_text")["n"][0] == 2
 
@@ -177,6 +177,6 @@ def test_manifest_extra_columns_reach_the_page_table(comic_pages, tmp_path):
     m = tmp_path / "m.csv"
     m.write_text("\n".join(rows).replace(",comic-", f",{comic_pages}/comic-") + "\n")
     out = str(tmp_path / "ds")
-    assert run_ocr(str(m), out=out).ok == 2
+    assert run_ocr(str(m), engine="tesseract", out=out).ok == 2
     got = query(out, "select page_id, series, volume from pages order by page_id").rows()
     assert got == [("comic-000", "Night Tower", "0"), ("comic-001", "Night Tower", "1")]

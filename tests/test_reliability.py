@@ -101,7 +101,7 @@ def test_every_bad_image_gets_its_reason_and_the_good_pages_are_read(comic_pages
     rows = build_inputs(tmp_path, comic_pages)
     manifest = write_manifest(tmp_path, rows)
     out = tmp_path / "ds"
-    code = main(["ocr", f"manifest={manifest}", f"out={out}", "batch=4", "progress=false"])
+    code = main(["ocr", "engine=tesseract", f"manifest={manifest}", f"out={out}", "batch=4", "progress=false"])
     captured = capsys.readouterr()
     assert code == 3
     assert f"{len(BAD)} failed" in captured.out and "rerun" in captured.out
@@ -126,7 +126,7 @@ def test_odd_page_ids_are_fine_and_never_place_files_outside_the_output(comic_pa
     ids = ["vol 1/page 2", "../../escape", "ページ３", "a/../../b", "/abs/id"]
     rows = {pid: str(comic_pages / f"comic-00{i}.png") for i, pid in enumerate(ids)}
     out = tmp_path / "nested" / "ds"
-    s = run_ocr(str(write_manifest(tmp_path, rows)), out=str(out), batch=2)
+    s = run_ocr(str(write_manifest(tmp_path, rows)), engine="tesseract", out=str(out), batch=2)
     assert s.ok == len(ids)
     assert sorted(query(str(out), "select page_id from pages")["page_id"]) == sorted(ids)
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".parquet"]
@@ -146,7 +146,7 @@ def test_odd_page_ids_are_fine_and_never_place_files_outside_the_output(comic_pa
 def test_bad_manifests_stop_before_any_work_with_exit_2(tmp_path, capsys, content, words):
     m = tmp_path / "m.csv"
     m.write_text(content)
-    assert main(["ocr", f"manifest={m}", f"out={tmp_path / 'ds'}"]) == 2
+    assert main(["ocr", "engine=tesseract", f"manifest={m}", f"out={tmp_path / 'ds'}"]) == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
 
@@ -159,19 +159,19 @@ def test_a_batch_over_its_time_limit_is_recorded_and_a_rerun_completes(pages_cop
     os.mkfifo(target)
     out = str(tmp_path / "ds")
     # One page a call: a normal call takes a few seconds, well inside the 20 s limit.
-    s = run_ocr(str(pages_copy / "manifest.csv"), out=out, batch=1, retries=0, call_timeout=20)
+    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=out, batch=1, retries=0, call_timeout=20)
     assert (s.ok, s.failed) == (5, 1) and s.error_kinds == {"batch_timeout": 1}
     assert "maximum time of 20 seconds" in s.examples[0]["error"]
     target.unlink()
     shutil.move(good, target)
-    s = run_ocr(str(pages_copy / "manifest.csv"), out=out, batch=2)
+    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=out, batch=2)
     assert (s.skipped, s.ok, s.failed) == (5, 1, 0)
     assert query(out, "select count(*) as n from pages where status = 'ok'")["n"][0] == 6
 
 
 def test_two_runs_writing_the_same_output_at_once(comic_pages, tmp_path):
     out = tmp_path / "ds"
-    cmd = [sys.executable, "-m", "etl.cli", "ocr", f"manifest={comic_pages / 'manifest.csv'}", f"out={out}",
+    cmd = [sys.executable, "-m", "etl.cli", "ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}", f"out={out}",
            "batch=2", "workers=1", "progress=false"]
     runs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [r.communicate(timeout=600)[0] for r in runs]
@@ -224,10 +224,10 @@ def test_two_runs_started_together_by_a_process_that_used_lithops_both_finish(tm
         write_pages(tmp_path / name, 3, seed=seed, prefix=name)
         sets[name] = tmp_path / name / "manifest.csv"
     # This process uses Lithops first: its session id and executor counter are now in os.environ.
-    assert run_ocr(str(sets["a"]), out=str(tmp_path / "warm-up"), layout="page", limit=1).ok == 1
+    assert run_ocr(str(sets["a"]), engine="tesseract", out=str(tmp_path / "warm-up"), layout="page", limit=1).ok == 1
     assert os.environ.get("__LITHOPS_SESSION_ID")
     runs = {
-        name: subprocess.Popen([sys.executable, "-m", "etl.cli", "ocr", f"manifest={m}", f"out={tmp_path / ('out-' + name)}",
+        name: subprocess.Popen([sys.executable, "-m", "etl.cli", "ocr", "engine=tesseract", f"manifest={m}", f"out={tmp_path / ('out-' + name)}",
                                 "layout=page", "batch=1", "workers=1", "progress=false"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name, m in sets.items()
@@ -251,12 +251,46 @@ def test_a_call_reported_done_without_its_batchs_result_becomes_retried_not_a_cr
         return None if task["pages"][0]["page_id"] == "comic-000" else real(task)
 
     monkeypatch.setattr(api, "process_batch", first_batch_reports_nothing)
-    s = run_ocr(str(comic_pages / "manifest.csv"), out=str(tmp_path / "ds"), layout="page", batch=3, retries=1)
+    s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(tmp_path / "ds"), layout="page", batch=3, retries=1)
     # comic-000's batch keeps coming back empty: after its retry it is an error row, not a crash or a silent "ok".
     assert (s.ok, s.failed) == (3, 3) and s.error_kinds == {"result_lost": 3}, s
     assert "instead of the worker's result" in s.examples[0]["error"]
     got = query(str(tmp_path / "ds"), "select page_id, status, error_kind from pages order by page_id")
     assert got.height == 6
     monkeypatch.setattr(api, "process_batch", real)
-    s = run_ocr(str(comic_pages / "manifest.csv"), out=str(tmp_path / "ds"), layout="page", batch=3)
+    s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(tmp_path / "ds"), layout="page", batch=3)
     assert (s.skipped, s.ok, s.failed) == (3, 3, 0)
+
+
+def test_a_damaged_shard_is_named_left_out_and_a_rerun_repairs_the_dataset(comic_pages, tmp_path, capsys):
+    out = tmp_path / "ds"
+    manifest = str(comic_pages / "manifest.csv")
+    assert run_ocr(manifest, engine="tesseract", out=str(out), layout="page", batch=2).ok == 6
+    pages = sorted((out / "pages" / "engine=tesseract").glob("part-*.parquet"))
+    elements = sorted((out / "elements" / "engine=tesseract").glob("part-*.parquet"))
+    assert len(pages) == len(elements) == 3
+    # A crashed copy: the page shard of one batch, the elements shard of another, cut short.
+    for shard in (pages[0], elements[1]):
+        shard.write_bytes(shard.read_bytes()[:300])
+    assert main(["query", f"out={out}", "sql=select count(*) as n from pages"]) == 0
+    captured = capsys.readouterr()
+    assert pages[0].name in captured.err and elements[1].name in captured.err and "damaged" in captured.err
+    assert "4" in captured.out  # the two sound page shards
+    # The rerun sets both aside (with the page shard whose elements are gone) and reads those pages again.
+    warnings = []
+    s = run_ocr(manifest, engine="tesseract", out=str(out), layout="page", batch=2, on_warning=warnings.append)
+    assert (s.skipped, s.ok, s.failed) == (2, 4, 0), s
+    assert sum("set aside" in w for w in warnings) == 2 and any(elements[1].name in w for w in warnings)
+    con = connect(str(out))
+    assert con.execute("select count(*), count(*) filter (status = 'ok') from pages").fetchone() == (6, 6)
+    mismatched = con.execute(
+        "select count(*) from pages p left join (select page_id, count(*) n from elements group by page_id) e "
+        "using (page_id) where p.n_elements <> coalesce(e.n, 0)").fetchone()[0]
+    assert mismatched == 0
+    con.close()
+    assert len(list(out.rglob("*.parquet.damaged"))) == 3  # kept for whoever wants to look
+
+
+def test_query_on_a_missing_dataset_is_a_usage_error(tmp_path, capsys):
+    assert main(["query", f"out={tmp_path / 'nothing-here'}", "sql=select 1"]) == 2
+    assert "no dataset" in capsys.readouterr().err

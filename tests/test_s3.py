@@ -26,7 +26,7 @@ def test_manifest_ocr_and_query_over_s3(comic_pages, bucket, tmp_path, capsys):
     manifest = tmp_path / "m.parquet"
     assert main(["manifest", f"src=s3://{bucket}/pages", f"out={manifest}"]) == 0
     out = f"s3://{bucket}/ocr"
-    assert main(["ocr", f"manifest={manifest}", f"out={out}", "progress=false"]) == 0
+    assert main(["ocr", "engine=tesseract", f"manifest={manifest}", f"out={out}", "progress=false"]) == 0
     assert "6 ok" in capsys.readouterr().out
     assert main(["query", f"out={out}", "sql=select count(*) as n from pages"]) == 0
     assert "│ 6   │" in capsys.readouterr().out
@@ -41,12 +41,12 @@ def test_manifest_ocr_and_query_over_s3(comic_pages, bucket, tmp_path, capsys):
     assert objects and all(o.endswith(".parquet") and "/part-" in o for o in objects)
 
     # Resume over S3: the second run reads nothing.
-    s = run_ocr(str(manifest), out=out)
+    s = run_ocr(str(manifest), engine="tesseract", out=out)
     assert (s.skipped, s.ok) == (6, 0)
 
     # A manifest stored in S3 works too.
     fs.put_file(str(manifest), f"{bucket}/m.parquet")
-    assert run_ocr(f"s3://{bucket}/m.parquet", out=out).skipped == 6
+    assert run_ocr(f"s3://{bucket}/m.parquet", engine="tesseract", out=out).skipped == 6
 
 
 def test_storage_unreachable_mid_run_then_a_rerun_completes(comic_pages, bucket, tmp_path):
@@ -71,7 +71,7 @@ def test_storage_unreachable_mid_run_then_a_rerun_completes(comic_pages, bucket,
     feeder = threading.Thread(target=cut_when_reached, daemon=True)
     feeder.start()
     out = f"s3://{bucket}/ocr"
-    s = run_ocr(str(manifest), out=out, batch=1, workers=1, retries=0)
+    s = run_ocr(str(manifest), engine="tesseract", out=out, batch=1, workers=1, retries=0)
     feeder.join(timeout=60)
     assert s.ok == 2 and s.failed == 4, s  # two pages written before the cut
     assert s.unrecorded == 4  # their error rows could not be written either: reported
@@ -79,7 +79,7 @@ def test_storage_unreachable_mid_run_then_a_rerun_completes(comic_pages, bucket,
     s3_proxy.restore()
     fifo.unlink()
     fifo.write_bytes((comic_pages / "comic-002.png").read_bytes())
-    s = run_ocr(str(manifest), out=out, batch=1, workers=1)
+    s = run_ocr(str(manifest), engine="tesseract", out=out, batch=1, workers=1)
     assert (s.skipped, s.ok, s.failed) == (2, 4, 0)
     con = connect(out)
     assert con.execute("select count(*), count(distinct page_id), count(*) filter (status = 'ok') from pages").fetchone() == (6, 6, 6)
@@ -103,7 +103,7 @@ def test_http_image_uris(comic_pages, tmp_path):
     try:
         manifest = tmp_path / "m.csv"
         manifest.write_text(f"page_id,image_uri\ncomic-000,{base}/comic-000.png\ngone,{base}/no-such-page.png\n")
-        s = run_ocr(str(manifest), out=str(tmp_path / "ds"))
+        s = run_ocr(str(manifest), engine="tesseract", out=str(tmp_path / "ds"))
         assert (s.ok, s.failed) == (1, 1) and s.error_kinds == {"missing_file": 1}
         assert recall(truth_of(comic_pages)["comic-000"], query(str(tmp_path / "ds"), "select text from page_text")["text"][0]) >= 0.9
     finally:
