@@ -31,11 +31,14 @@ from PIL import Image
 
 from engines.base import Engine
 from etl.errors import ConfigError, EngineError, TransientError
+from etl.redact import redact
 from etl.schema import Element, PageResult
 
 KEY_ENVS = ("OPENROUTER_API_KEY", "OPENAI_API_KEY")
 CROP_PROMPT = "Transcribe the text in this image exactly as written. Output only the text."
 OPENROUTER = "https://openrouter.ai/api/v1"
+
+MAX_ERROR_CHARS = 300  # of an API's error body kept in a page's error (after redaction)
 
 
 @dataclass
@@ -177,7 +180,9 @@ class VlmEngine(Engine):
             raise EngineError(f"the API's response is not JSON: {exc}", kind="bad_answer") from None
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        """The key, its base64, any 8+ character piece of it and auth headers out; then cut."""
+        text = redact(text, [self._key] if self._key else [])
+        return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
     def _answer(self, image: Image.Image, prompt: str | None = None):
         """Send one image; return (answer text, choice, response, size sent). Bad answers raise."""
@@ -381,9 +386,9 @@ def _retry_after(exc: BaseException | None) -> float | None:
 
 def _status_text(exc) -> str:
     try:
-        return json.dumps(exc.body)[:300] if exc.body else exc.response.text[:300]
+        return json.dumps(exc.body) if exc.body else exc.response.text  # whole: _scrub redacts, then cuts
     except Exception:
-        return str(exc)[:300]
+        return str(exc)
 
 
 def _confidence(choice) -> float | None:

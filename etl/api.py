@@ -114,6 +114,8 @@ def run_ocr(
     for w in warnings:
         if on_warning:
             on_warning(w)
+    if why := storage.check_writable(out):  # found now, not after all the OCR
+        raise ConfigError(f"cannot write the dataset at out={out}: {why}")
     cfg_hash = plan.config_hash(engine, options)
     # Resume and the views read every shard: one damaged file must stop neither.
     for w in plan.set_aside_damaged(out, engine):

@@ -92,6 +92,21 @@ def sound_parquet(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str], dict[
     return fs, [f for f in files if f not in damaged], damaged
 
 
+def check_writable(uri: str) -> str | None:
+    """Why nothing can be written under `uri` (None when a small object can be written and removed):
+    a path under a regular file, a read-only or full volume, a bucket without write access."""
+    probe = join(uri, f".write-check-{uuid.uuid4().hex}")
+    try:
+        fs, path = url_to_fs(probe)
+        if isinstance(fs, LocalFileSystem):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        fs.pipe_file(path, b"comic-ocr-etl write check\n")
+        fs.rm_file(path)
+        return None
+    except Exception as exc:  # OSError (ENOTDIR, EROFS, ENOSPC, EACCES) or the object store's own error
+        return f"{type(exc).__name__}: {exc}"
+
+
 def glob_parquet(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     """All Parquet shards under a folder (any depth); temp files never match."""
     fs, path = url_to_fs(uri)

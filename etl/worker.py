@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timezone
 
 from etl import images, storage
+from etl.redact import redact
 from etl.errors import EngineError, InputError, PageError, PageTimeout, TransientError
 from etl.schema import STATUS_ERROR, STATUS_OK, element_table, page_table
 
@@ -25,6 +26,14 @@ PAGE_SUMMARY_KEYS = ("page_id", "status", "error_kind", "error", "duration_ms", 
 
 def shard_uri(out: str, table: str, engine: str, name: str) -> str:
     return storage.join(out, table, f"engine={engine}", f"part-{name}.parquet")
+
+
+def batch_shard_name(task: dict) -> str:
+    """A batch's shards are named by batch and run: a retried call of the run rewrites its own
+    shards, while another run of the same batch (a rerun beside an orphaned runner, two runs at
+    once) writes beside them, so however the writers interleave, a page row's elements are the
+    ones of its run (the views join on run_id)."""
+    return f"{task['batch_id']}-{task['run_id']}"
 
 
 def process_batch(task: dict) -> dict:
@@ -70,11 +79,11 @@ def process_batch(task: dict) -> dict:
     # resume trust; elements without their page row are never shown.
     if element_rows:
         storage.write_parquet_atomic(
-            element_table(element_rows), shard_uri(task["out"], "elements", engine_name, task["batch_id"])
+            element_table(element_rows), shard_uri(task["out"], "elements", engine_name, batch_shard_name(task))
         )
     storage.write_parquet_atomic(
         page_table(page_rows, task.get("extra_columns", [])),
-        shard_uri(task["out"], "pages", engine_name, task["batch_id"]),
+        shard_uri(task["out"], "pages", engine_name, batch_shard_name(task)),
     )
     return {
         "batch_id": task["batch_id"],
@@ -110,13 +119,13 @@ def _process_page(engine, init_error, page: dict, task: dict, common: dict, engi
     else:
         confs = [e.confidence for e in result.elements if e.level == "line" and e.confidence is not None]
         row.update(
-            status=STATUS_OK, text=result.text, n_elements=len(result.elements),
+            status=STATUS_OK, text=redact(result.text), n_elements=len(result.elements),
             mean_confidence=sum(confs) / len(confs) if confs else None,
         )
         _add_usage(row, result.usage, task.get("price"))
         for el in result.elements:
             elements.append({
-                **common, "page_id": page["page_id"], "level": el.level, "text": el.text,
+                **common, "page_id": page["page_id"], "level": el.level, "text": redact(el.text),
                 "confidence": el.confidence, "x0": el.x0, "y0": el.y0, "x1": el.x1, "y1": el.y1,
                 "polygon": [list(p) for p in el.polygon] if el.polygon else None,
                 "reading_order": el.reading_order, "block_id": el.block_id, "line_id": el.line_id,
@@ -190,7 +199,7 @@ def deadline(seconds: float | None):
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = redact(str(exc) or type(exc).__name__)  # before the cut: a cut key would slip past
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 

@@ -124,6 +124,12 @@ class FakeVLM:
                 fault = fake.fault(pid, attempt) if fake.fault else None
                 if fault and fault[0] == "429":
                     return self._send(429, b'{"error": {"message": "rate limited"}}', {"Retry-After": str(fault[1])})
+                if fault and fault[0] == "echo":  # a proxy echoing what it was sent, cut where it likes
+                    auth = self.headers.get("Authorization") or ""
+                    key = auth.split(" ", 1)[-1]
+                    msg = (f"bad gateway: {auth} | key={key[:14]} | b64={base64.b64encode(key.encode()).decode()} | ")
+                    msg += "x" * (290 - len(msg) - 12) + " again: " + auth  # the key straddles character 300
+                    return self._send(502, json.dumps({"error": {"message": msg}}).encode())
                 if fault and fault[0] == "500":
                     return self._send(500, b'{"error": {"message": "upstream overloaded"}}')
                 if fault and fault[0] == "slow":

@@ -16,7 +16,7 @@ from PIL import Image
 
 from etl.api import run_ocr
 from etl.cli import main
-from etl.errors import InputError
+from etl.errors import ConfigError, InputError
 from etl.query import connect, query
 
 pytestmark = pytest.mark.slow
@@ -186,6 +186,44 @@ def test_two_runs_writing_the_same_output_at_once(comic_pages, tmp_path):
     per_page = con.execute("select count(*) from (select page_id, level, reading_order from elements "
                            "group by all having count(*) > 1)").fetchone()[0]
     assert per_page == 0
+    assert _pages_missing_elements(con) == 0
+
+
+def _pages_missing_elements(con) -> int:
+    """Pages whose n_elements differs from the element rows the views give them."""
+    return con.execute(
+        "select count(*) from pages p left join (select page_id, engine, count(*) n from elements group by all) e "
+        "using (page_id, engine) where p.status = 'ok' and p.n_elements <> coalesce(e.n, 0)").fetchone()[0]
+
+
+def test_two_writers_of_one_batch_interleaving_keep_each_page_with_its_elements(comic_pages, tmp_path, monkeypatch):
+    """An orphaned runner and a rerun finishing the same batch: B writes its elements, A (a later
+    reading) writes elements and pages, B writes its pages last. Shards named by batch alone then
+    held A's elements and B's pages, and the views showed pages with n_elements > 0 and no elements."""
+    import etl.worker as worker
+
+    def task(run_id):
+        return {"engine": "tesseract", "options": {"lang": "eng", "layout": "page"}, "out": str(tmp_path / "ds"),
+                "run_id": run_id, "batch_id": "b1", "config_hash": "h", "extra_columns": [], "page_timeout": 120,
+                "pages": [{"page_id": f"comic-00{i}", "image_uri": str(comic_pages / f"comic-00{i}.png"), "extra": {}}
+                          for i in range(2)]}
+
+    real_write = worker.storage.write_parquet_atomic
+    pending = {"A": task("run-a")}
+
+    def write(table, uri):
+        if "/pages/" in uri and "run-b" in table.column("run_id").to_pylist() and pending:
+            worker.process_batch(pending.pop("A"))  # A runs whole between B's elements and B's pages
+        real_write(table, uri)
+
+    monkeypatch.setattr(worker.storage, "write_parquet_atomic", write)
+    worker.process_batch(task("run-b"))
+    assert not pending
+    con = connect(str(tmp_path / "ds"))
+    assert con.execute("select count(*), min(n_elements) from pages").fetchone()[0] == 2
+    assert con.execute("select min(n_elements) from pages").fetchone()[0] > 0
+    assert _pages_missing_elements(con) == 0
+    con.close()
 
 
 def _read_as_nobody(path: str, queue) -> None:
@@ -294,3 +332,16 @@ def test_a_damaged_shard_is_named_left_out_and_a_rerun_repairs_the_dataset(comic
 def test_query_on_a_missing_dataset_is_a_usage_error(tmp_path, capsys):
     assert main(["query", f"out={tmp_path / 'nothing-here'}", "sql=select 1"]) == 2
     assert "no dataset" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_ocr(comic_pages, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # out= under a regular file: ENOTDIR on every write
+    code = main(["ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}", f"out={blocker / 'ds'}",
+                 "progress=false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write the dataset" in err and "NotADirectoryError" in err, err
+    started = []
+    with pytest.raises(ConfigError, match="cannot write the dataset"):
+        run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(blocker / "ds"), on_start=started.append)
+    assert not started  # refused before planning, so before any OCR

@@ -111,4 +111,4 @@ def test_runtime_requirements_install_in_a_clean_venv_and_run_a_batch(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["pages"][0]["status"] == "ok", result
-    assert (tmp_path / "ds/pages/engine=tesseract/part-b1.parquet").is_file()
+    assert (tmp_path / "ds/pages/engine=tesseract/part-b1-r1.parquet").is_file()

@@ -141,6 +141,32 @@ def test_the_key_appears_in_no_output_file_log_or_payload(comic_pages, fake, tmp
     assert "HTTP 500" in error and SECRET not in error
 
 
+def test_no_piece_of_the_key_survives_an_api_that_echoes_it(comic_pages, fake, tmp_path):
+    """An error body cut at 300 characters inside the echoed `Bearer <key>` once left its first
+    characters in pages.error; a key prefix or its base64 went through untouched."""
+    import base64
+
+    fake.fault = lambda pid, attempt: ("echo",)
+    out = tmp_path / "ds"
+    started = time.time()
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENROUTER_API_KEY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "etl.cli", "ocr", f"manifest={comic_pages / 'manifest.csv'}", "engine=qwen",
+         f"out={out}", f"base_url={fake.base_url}", f"api_key={SECRET}", "api_retries=0", "limit=2", "progress=false"],
+        cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stdout + done.stderr
+    pieces = [SECRET[i:i + 8] for i in range(len(SECRET) - 7)] + [base64.b64encode(SECRET.encode()).decode()[:12]]
+    errors = query(str(out), "select error from pages")["error"].to_list()
+    assert all("HTTP 502" in e and "Bearer ***" in e for e in errors), errors
+    texts = [done.stdout + done.stderr, *errors]
+    for root in (out, Path("/tmp") / "lithops-root", Path.home() / ".lithops"):
+        for f in root.rglob("*") if root.exists() else []:
+            if f.is_file() and f.stat().st_mtime >= started - 1:
+                texts.append(f.read_bytes().decode("utf-8", "replace"))
+    leaks = [(p, t[:80]) for t in texts for p in pieces if p in t]
+    assert not leaks, leaks
+
+
 def test_crops_mode_gives_detector_boxes_to_a_model_without_grounding(comic_pages, fake, tmp_path):
     s = run(comic_pages, tmp_path / "ds", "gemma", fake, limit=2, vlm_mode="crops")
     assert (s.ok, s.failed) == (2, 0), s.examples

@@ -1,0 +1,47 @@
+"""Secrets out of every text that leaves a worker: error messages, page text, summaries.
+
+A proxy or an API may echo the credentials it was sent: the whole key, its base64, a
+`Bearer ...` header, or a piece cut short by whoever truncated the message. So text is
+scrubbed before it is cut, and any run of 8 or more characters that starts a secret goes.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+
+MIN_PREFIX = 8  # a shorter piece of a key tells an attacker little and matches ordinary words
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+AUTH_HEADER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+MASK = "***"
+
+
+def secrets_from_env(environ: dict[str, str] | None = None) -> list[str]:
+    """Values of the environment's secret-looking variables (API keys, tokens, passwords)."""
+    environ = os.environ if environ is None else environ
+    return [v for k, v in environ.items() if SECRET_NAME.search(k) and len(v) >= MIN_PREFIX]
+
+
+def redact(text: str, secrets: list[str] | None = None) -> str:
+    """`text` without authorization headers, the secrets, their base64, or any 8+ character prefix of those."""
+    if not text:
+        return text
+    text = AUTH_HEADER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    for secret in secrets_from_env() if secrets is None else secrets:
+        if len(secret) < MIN_PREFIX:
+            continue
+        for form in (secret, base64.b64encode(secret.encode()).decode()):
+            text = _without_prefixes(text, form)
+    return text
+
+
+def _without_prefixes(text: str, secret: str) -> str:
+    head, out, i = secret[:MIN_PREFIX], [], 0
+    while (j := text.find(head, i)) >= 0:
+        n = MIN_PREFIX
+        while n < len(secret) and j + n < len(text) and text[j + n] == secret[n]:
+            n += 1
+        out += [text[i:j], MASK]
+        i = j + n
+    return "".join(out) + text[i:]
