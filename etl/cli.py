@@ -20,7 +20,7 @@ from rich.text import Text
 from engines.base import DEFAULT_ENGINE
 from etl.errors import UsageError
 
-EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 3, 2
+EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 3, 2, 130
 RUN_KEYS = {  # key -> type; every other key=value is an engine option
     "manifest": str, "engine": str, "out": str, "batch": int, "workers": int, "backend": str,
     "config": str, "limit": int, "force": bool, "retries": int, "page_timeout": float,
@@ -97,6 +97,11 @@ def cmd_ocr(kv: dict[str, str]) -> int:
     try:
         summary = run_ocr(**run_args, **engine_options, on_start=on_start, on_batch=on_batch,
                           on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
+    except KeyboardInterrupt:  # Ctrl-C: what is written stays; resume reads the rest
+        progress.stop()
+        console.print(f"interrupted: {state['ok'] + state['failed']} pages written ({state['ok']} ok, "
+                      f"{state['failed']} failed); rerun the same command to resume")
+        return EXIT_INTERRUPTED
     finally:
         progress.stop()
     print_summary(summary, kv)
@@ -140,9 +145,9 @@ def _cost_line(s) -> str:
     measured = f"{s.page_seconds / s.processed:.2f} s/page measured" if s.page_seconds else ""
     try:
         if s.backend == "localhost":
-            e = estimate(s.processed, s.engine, "aws_lambda", workers=100)
+            e = estimate(s.ok, s.engine, "aws_lambda", workers=100)  # what the pages read would cost
             return f"{measured}; $0 here; the same pages on aws_lambda with 100 workers: {e.short()}"
-        e = estimate(s.processed, s.engine, s.backend, workers=s.workers, batch=s.batch_size)
+        e = estimate(s.ok, s.engine, s.backend, workers=s.workers, batch=s.batch_size)
         return f"{measured}; estimated ${e.cost_usd:,.4f} on {s.backend} (costs.yaml)"
     except UsageError as exc:
         return f"{measured}; no estimate: {exc}"

@@ -11,6 +11,8 @@ import io
 import os
 import posixpath
 import uuid
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import fsspec
 import pyarrow as pa
@@ -43,7 +45,8 @@ def read_bytes(uri: str) -> bytes:
     scheme = scheme_of(uri)
     if scheme in ("", "file"):
         # Plain read: works on pipes and special files too (fsspec's opener seeks).
-        with open(uri[len("file://"):] if scheme else uri, "rb") as f:
+        # file:// URIs are percent-encoded (Path.as_uri() writes non-ASCII and spaces so).
+        with open(url2pathname(urlparse(uri).path) if scheme else uri, "rb") as f:
             return f.read()
     fs, path = url_to_fs(uri)
     return fs.cat_file(path)

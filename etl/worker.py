@@ -9,6 +9,7 @@ it to any backend. The engine is created once per call: a call is a fresh
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import threading
 import time
@@ -159,6 +160,10 @@ def _read(uri: str) -> bytes:
         raise InputError(f"is a directory, not an image: {uri}", kind="is_directory") from None
     except PermissionError:
         raise InputError(f"permission denied: {uri}", kind="permission_denied") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink loop stays one: no rerun will read it
+            raise InputError(f"symbolic link loop: {uri}", kind="symlink_loop") from None
+        raise TransientError(f"cannot read {uri}: {type(exc).__name__}: {_short(exc)}", kind="read_failed") from None
     except Exception as exc:
         # Network and object-store faults (OSError, botocore and aiohttp errors): a rerun may succeed.
         raise TransientError(f"cannot read {uri}: {type(exc).__name__}: {_short(exc)}", kind="read_failed") from None

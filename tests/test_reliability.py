@@ -345,3 +345,36 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_ocr(comic_pages,
     with pytest.raises(ConfigError, match="cannot write the dataset"):
         run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(blocker / "ds"), on_start=started.append)
     assert not started  # refused before planning, so before any OCR
+
+
+def test_a_percent_encoded_file_uri_is_read_and_a_symlink_loop_is_a_lasting_error(comic_pages, tmp_path):
+    named = tmp_path / "ページ 1.png"  # Path.as_uri() writes it percent-encoded
+    shutil.copy(comic_pages / "comic-000.png", named)
+    loop = tmp_path / "loop.png"
+    os.symlink(loop, loop)
+    manifest = write_manifest(tmp_path, {"encoded": named.as_uri(), "loop": str(loop)})
+    assert "%E3%83" in named.as_uri()
+    s = run_ocr(str(manifest), engine="tesseract", out=str(tmp_path / "ds"), layout="page")
+    assert (s.ok, s.failed) == (1, 1) and s.error_kinds == {"symlink_loop": 1}, s
+
+
+def test_ctrl_c_says_what_was_written_and_how_to_resume(comic_pages, tmp_path):
+    import signal
+
+    out = tmp_path / "ds"
+    run = subprocess.Popen([sys.executable, "-m", "etl.cli", "ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}",
+                            f"out={out}", "layout=page", "batch=1", "workers=1", "progress=false"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in run.stdout:  # the first batch is written: interrupt
+        lines.append(line)
+        if line.startswith("batch "):
+            run.send_signal(signal.SIGINT)
+            break
+    rest = run.communicate(timeout=120)[0]
+    output = "".join(lines) + rest
+    assert run.returncode == 130, output
+    assert "interrupted:" in output and "rerun the same command to resume" in output and "Traceback" not in output
+    done = query(str(out), "select count(*) as n from pages")["n"][0]
+    s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(out), layout="page")
+    assert s.skipped == done >= 1 and s.ok == 6 - done
