@@ -1,11 +1,12 @@
 -- Views over a comic-ocr-etl dataset. `raw_pages` and `raw_elements` are all the
 -- shards of every run and engine (set up by etl.query.connect).
 
--- One row per page and engine: the latest success, else the latest error.
+-- One row per page, engine and options (config_hash): the latest success, else the latest error.
+-- Runs with other options (layout=page, then layout=regions) stay apart: neither hides the other.
 CREATE OR REPLACE VIEW pages AS
 SELECT * EXCLUDE (_rank) FROM (
     SELECT *, row_number() OVER (
-        PARTITION BY page_id, engine
+        PARTITION BY page_id, engine, config_hash
         ORDER BY (status = 'ok') DESC, processed_at DESC, run_id DESC, batch_id DESC
     ) AS _rank
     FROM raw_pages
@@ -19,8 +20,8 @@ FROM raw_elements e
 JOIN pages p USING (page_id, engine, run_id, batch_id)
 WHERE p.status = 'ok';
 
--- Page text in reading order, one row per successfully read page and engine.
+-- Page text in reading order, one row per successfully read page, engine and options.
 CREATE OR REPLACE VIEW page_text AS
-SELECT page_id, engine, text, n_elements, mean_confidence, image_uri
+SELECT page_id, engine, config_hash, text, n_elements, mean_confidence, image_uri
 FROM pages
 WHERE status = 'ok';

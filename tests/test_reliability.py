@@ -378,3 +378,18 @@ def test_ctrl_c_says_what_was_written_and_how_to_resume(comic_pages, tmp_path):
     done = query(str(out), "select count(*) as n from pages")["n"][0]
     s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(out), layout="page")
     assert s.skipped == done >= 1 and s.ok == 6 - done
+
+
+def test_runs_with_other_options_in_one_output_stay_apart(comic_pages, tmp_path):
+    manifest, out = str(comic_pages / "manifest.csv"), str(tmp_path / "ds")
+    assert run_ocr(manifest, engine="tesseract", out=out, layout="page", limit=2).ok == 2
+    # The same pages with other options, all failing (Tesseract's own time limit far too short):
+    # the first run's successes once hid these failures from `pages` and sql/errors.sql.
+    s = run_ocr(manifest, engine="tesseract", out=out, layout="page", timeout=0.001, limit=2)
+    assert (s.ok, s.failed) == (0, 2) and s.error_kinds == {"timeout": 2}, s
+    con = connect(out)
+    assert con.execute("select count(*), count(distinct config_hash) from pages").fetchone() == (4, 2)
+    assert con.execute("select count(*), count(distinct config_hash) from page_text").fetchone() == (2, 1)
+    errors = con.execute((REPO / "sql" / "errors.sql").read_text()).fetchall()
+    assert [e[:4] for e in errors] == [("tesseract", s.config_hash, "timeout", 2)]
+    con.close()
