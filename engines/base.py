@@ -31,7 +31,7 @@ REGISTRY: dict[str, str] = {
 # What `just ocr` and `run_ocr` read with when no engine is named: the method that read real comic
 # and manga pages best per CPU-second in `just eval` (README).
 DEFAULT_ENGINE = "ppocrv6"
-EXTRAS = {"qwen": "vlm", "gemma": "vlm", "deepseek": "vlm", "ppocrv6": "tesseract"}  # engine -> optional-dependency group
+EXTRAS = {"qwen": "vlm", "gemma": "vlm", "deepseek": "vlm"}  # engine -> optional-dependency group
 
 
 class Engine(ABC):

@@ -44,7 +44,8 @@ def model_folder() -> Path:
 
     spec = importlib.util.find_spec("rapidocr")
     if spec is None or not spec.origin:
-        raise ConfigError("engine 'ppocrv6' needs rapidocr and onnxruntime: pip install 'comic-ocr-etl[tesseract]'")
+        raise ConfigError("engine 'ppocrv6' needs rapidocr and onnxruntime (dependencies of comic-ocr-etl): "
+                          "pip install 'rapidocr>=3.10,<4' onnxruntime")
     return Path(spec.origin).parent / "models"
 
 

@@ -44,6 +44,37 @@ def pages_copy(comic_pages, tmp_path) -> Path:
     return dst
 
 
+def write_manga_pages(folder: Path, seeds) -> dict[str, list[str]]:
+    """Generated manga pages (vertical Japanese) and a manifest in `folder`; page id -> its columns in order."""
+    from etl.synthetic import make_manga_page
+
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    with open(folder / "manifest.csv", "w") as m:
+        m.write("page_id,image_uri\n")
+        for i, seed in enumerate(seeds):
+            img, page = make_manga_page(seed, f"manga-{i}")
+            img.save(folder / f"{page.page_id}.png")
+            m.write(f"{page.page_id},{page.page_id}.png\n")
+            truth[page.page_id] = [line.text for line in page.lines]
+    return truth
+
+
+def assert_read_in_manga_order(con, truth: dict[str, list[str]]) -> None:
+    """Each page's columns read (>= 0.95 of the characters), vertical, and in manga order:
+    panels right to left, a bubble's columns right to left, as the truth lists them."""
+    for pid, columns in truth.items():
+        got = [r[0] for r in con.execute("select text from elements where page_id = ? and level = 'line' "
+                                         "order by reading_order", [pid]).fetchall()]
+        chars_truth, chars_got = "".join(columns), "".join(got)
+        hit = sum(min(chars_truth.count(c), chars_got.count(c)) for c in set(chars_truth))
+        assert hit / len(chars_truth) >= 0.95, (columns, got)
+        found = [c for c in got if c in columns]
+        assert len(found) >= len(columns) - 1 and found == [c for c in columns if c in found], (columns, got)
+        assert con.execute("select bool_and(vertical) from elements where page_id = ? and level = 'line'",
+                           [pid]).fetchone()[0]
+
+
 def truth_of(folder: Path) -> dict[str, str]:
     return {r["page_id"]: r["text"] for r in map(json.loads, (folder / "truth.jsonl").read_text().splitlines())}
 

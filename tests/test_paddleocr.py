@@ -1,15 +1,13 @@
 """PaddleOCR (PP-OCRv5 mobile, real weights from a package) through the real pipeline."""
 
-import json
 
 import pytest
 
-from conftest import recall, truth_of
+from conftest import assert_read_in_manga_order, write_manga_pages, recall, truth_of
 from etl.api import run_ocr
 from etl.cli import main
 from etl.errors import ConfigError
 from etl.query import connect
-from etl.synthetic import make_manga_page
 
 pytestmark = pytest.mark.slow
 
@@ -49,34 +47,15 @@ def test_paddleocr_reads_art_heavy_comic_pages_on_lithops(comic_pages, tmp_path)
 
 
 def test_paddleocr_reads_vertical_japanese_in_manga_order_and_gpu_falls_back(tmp_path):
+    truth = write_manga_pages(tmp_path / "manga", (5100, 5101))
     folder = tmp_path / "manga"
-    folder.mkdir()
-    truth = {}
-    with open(folder / "manifest.csv", "w") as m:
-        m.write("page_id,image_uri\n")
-        for i in range(2):
-            img, page = make_manga_page(5100 + i, f"manga-{i}")
-            img.save(folder / f"{page.page_id}.png")
-            m.write(f"{page.page_id},{page.page_id}.png\n")
-            truth[page.page_id] = [line.text for line in page.lines]
     out = tmp_path / "ds"
     # gpu=true on a machine without CUDA: accepted, runs on the CPU, and says so in the version.
     s = run_ocr(str(folder / "manifest.csv"), engine="paddleocr", out=str(out), workers=1, lang="ja", gpu=True)
     assert (s.ok, s.failed) == (2, 0), s.examples
     con = connect(str(out))
     assert "gpu=true: no CUDA device" in con.execute("select any_value(engine_version) from pages").fetchone()[0]
-    for pid, columns in truth.items():
-        got = [r[0] for r in con.execute("select text from elements where page_id = ? and level = 'line' "
-                                         "order by reading_order", [pid]).fetchall()]
-        chars_truth, chars_got = "".join(columns), "".join(got)
-        hit = sum(min(chars_truth.count(c), chars_got.count(c)) for c in set(chars_truth))
-        assert hit / len(chars_truth) >= 0.95, (columns, got)
-        # Manga order: panels right to left, columns right to left: the columns come in the truth's order.
-        found = [c for c in got if c in columns]
-        assert len(found) >= len(columns) - 1 and found == [c for c in columns if c in found], (columns, got)
-        vertical = con.execute("select bool_and(vertical) from elements where page_id = ? and level = 'line'",
-                               [pid]).fetchone()[0]
-        assert vertical
+    assert_read_in_manga_order(con, truth)
     con.close()
 
 

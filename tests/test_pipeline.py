@@ -6,7 +6,6 @@ import signal
 import threading
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from conftest import recall, truth_of

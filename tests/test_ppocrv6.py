@@ -3,12 +3,12 @@
 import pytest
 from PIL import Image
 
-from conftest import TEST_SEED, recall, truth_of
+from conftest import assert_read_in_manga_order, write_manga_pages, TEST_SEED, recall, truth_of
 from etl.api import run_ocr
 from etl.cli import main
 from etl.errors import ConfigError
 from etl.query import connect
-from etl.synthetic import make_manga_page, make_page, make_strip
+from etl.synthetic import make_page, make_strip
 
 pytestmark = pytest.mark.slow
 
@@ -46,33 +46,15 @@ def test_ppocrv6_reads_art_heavy_comic_pages_on_lithops(comic_pages, tmp_path):
 
 
 def test_ppocrv6_reads_vertical_japanese_in_manga_order_and_gpu_falls_back(tmp_path):
+    truth = write_manga_pages(tmp_path / "manga", (5200, 5201))
     folder = tmp_path / "manga"
-    folder.mkdir()
-    truth = {}
-    with open(folder / "manifest.csv", "w") as m:
-        m.write("page_id,image_uri\n")
-        for i in range(2):
-            img, page = make_manga_page(5200 + i, f"manga-{i}")
-            img.save(folder / f"{page.page_id}.png")
-            m.write(f"{page.page_id},{page.page_id}.png\n")
-            truth[page.page_id] = [line.text for line in page.lines]
     out = tmp_path / "ds"
     # gpu=true where onnxruntime has no CUDA provider: accepted, runs on the CPU, says so.
     s = run_ocr(str(folder / "manifest.csv"), engine="ppocrv6", out=str(out), workers=1, lang="ja", gpu=True)
     assert (s.ok, s.failed) == (2, 0), s.examples
     con = connect(str(out))
     assert "gpu=true: no CUDA provider" in con.execute("select any_value(engine_version) from pages").fetchone()[0]
-    for pid, columns in truth.items():
-        got = [r[0] for r in con.execute("select text from elements where page_id = ? and level = 'line' "
-                                         "order by reading_order", [pid]).fetchall()]
-        chars_truth, chars_got = "".join(columns), "".join(got)
-        hit = sum(min(chars_truth.count(c), chars_got.count(c)) for c in set(chars_truth))
-        assert hit / len(chars_truth) >= 0.95, (columns, got)
-        # Manga order: panels right to left, columns right to left.
-        found = [c for c in got if c in columns]
-        assert len(found) >= len(columns) - 1 and found == [c for c in columns if c in found], (columns, got)
-        assert con.execute("select bool_and(vertical) from elements where page_id = ? and level = 'line'",
-                           [pid]).fetchone()[0]
+    assert_read_in_manga_order(con, truth)
     con.close()
 
 
