@@ -82,6 +82,7 @@ def run_ocr(
     page_timeout: float = DEFAULT_PAGE_TIMEOUT,
     call_timeout: float | None = None,
     max_pixels: int | None = None,
+    max_bytes: int | None = None,
     on_start: Callable[[RunSummary], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     on_batch: Callable[[dict], None] | None = None,
@@ -141,7 +142,7 @@ def run_ocr(
     tasks = [
         {"engine": engine, "options": opts, "out": out, "run_id": summary.run_id, "batch_id": b.batch_id,
          "config_hash": cfg_hash, "pages": b.pages(), "extra_columns": extra_columns,
-         "page_timeout": page_timeout, "max_pixels": max_pixels, "price": price}
+         "page_timeout": page_timeout, "max_pixels": max_pixels, "max_bytes": max_bytes, "price": price}
         for b in batches
     ]
     # A call may take its pages' time limits plus start-up; Lithops kills it after.

@@ -24,7 +24,7 @@ EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 3, 2, 130
 RUN_KEYS = {  # key -> type; every other key=value is an engine option
     "manifest": str, "engine": str, "out": str, "batch": int, "workers": int, "backend": str,
     "config": str, "limit": int, "force": bool, "retries": int, "page_timeout": float,
-    "call_timeout": float, "max_pixels": int, "progress": bool,
+    "call_timeout": float, "max_pixels": int, "max_bytes": int, "progress": bool,
 }
 USAGE = """usage:
   ocr manifest=PATH [engine=ppocrv6] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]

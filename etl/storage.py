@@ -41,15 +41,33 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-def read_bytes(uri: str) -> bytes:
+def read_bytes(uri: str, max_bytes: int = 0) -> bytes | None:
+    """The object's bytes; None when it is larger than `max_bytes` (0: no limit), known from its
+    size (stat, HEAD / Content-Length) before reading, or from reading no further than the limit."""
     scheme = scheme_of(uri)
     if scheme in ("", "file"):
         # Plain read: works on pipes and special files too (fsspec's opener seeks).
         # file:// URIs are percent-encoded (Path.as_uri() writes non-ASCII and spaces so).
         with open(url2pathname(urlparse(uri).path) if scheme else uri, "rb") as f:
-            return f.read()
+            return _limited(f, max_bytes)
     fs, path = url_to_fs(uri)
+    if max_bytes:
+        try:
+            size = fs.size(path)
+        except (NotImplementedError, ValueError, TypeError):
+            size = None  # unknown (no Content-Length): read no further than the limit
+        if size is not None and size > max_bytes:
+            return None
+        with fs.open(path, "rb") as f:
+            return _limited(f, max_bytes)
     return fs.cat_file(path)
+
+
+def _limited(f, max_bytes: int) -> bytes | None:
+    if not max_bytes:
+        return f.read()
+    data = f.read(max_bytes + 1)
+    return None if len(data) > max_bytes else data
 
 
 def write_parquet_atomic(table: pa.Table, uri: str) -> None:

@@ -21,6 +21,7 @@ from etl.errors import EngineError, InputError, PageError, PageTimeout, Transien
 from etl.schema import STATUS_ERROR, STATUS_OK, element_table, page_table
 
 MAX_ERROR_CHARS = 500
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a comic page is a few MB; a 1 GB body is a mistake or an attack
 PAGE_SUMMARY_KEYS = ("page_id", "status", "error_kind", "error", "duration_ms", "prompt_tokens",
                      "completion_tokens", "cost_usd")
 
@@ -106,10 +107,11 @@ def _process_page(engine, init_error, page: dict, task: dict, common: dict, engi
     try:
         if init_error:
             raise init_error
-        data = _read(page["image_uri"])
-        image = images.decode(data, task.get("max_pixels") or images.DEFAULT_MAX_PIXELS)
-        row["width"], row["height"] = image.size
+        # One deadline for the whole page: a stalled HTTP read is the page's timeout, not its batch's.
         with deadline(task.get("page_timeout") if timed else None):
+            data = _read(page["image_uri"], task.get("max_bytes") or DEFAULT_MAX_BYTES)
+            image = images.decode(data, task.get("max_pixels") or images.DEFAULT_MAX_PIXELS)
+            row["width"], row["height"] = image.size
             result = engine.read(image)
     except PageError as exc:
         row.update(status=STATUS_ERROR, error_kind=exc.kind, error=_short(exc))
@@ -146,12 +148,18 @@ def _add_usage(row: dict, usage: dict, price: dict | None) -> None:
                            + (row["completion_tokens"] or 0) * price.get("completion", 0)) / 1e6
 
 
-def _read(uri: str) -> bytes:
+def _read(uri: str, max_bytes: int = 0) -> bytes:
     scheme = storage.scheme_of(uri)
     if scheme not in storage.SUPPORTED_SCHEMES:
         raise InputError(f"unsupported URI scheme {scheme}:// in {uri}", kind="unsupported_uri")
     try:
-        return storage.read_bytes(uri)
+        data = storage.read_bytes(uri, max_bytes)
+        if data is None:
+            raise InputError(f"{uri} is larger than max_bytes={max_bytes:,} (raise max_bytes= to read it)",
+                             kind="too_large")
+        return data
+    except PageError:  # the page's deadline, or the size limit
+        raise
     except ImportError as exc:  # fsspec backend not installed where the worker runs
         raise InputError(f"cannot read {scheme}:// URIs here: {exc}", kind="unsupported_uri") from None
     except FileNotFoundError:
@@ -201,6 +209,8 @@ def deadline(seconds: float | None):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    if fired:  # library code caught the alarm's exception and carried on: the page is still over time
+        raise PageTimeout(message)
 
 
 def _short(exc: BaseException) -> str:

@@ -70,7 +70,7 @@ def test_broken_images_become_error_rows_and_the_rest_is_read(pages_copy, tmp_pa
     (pages_copy / "comic-002.png").write_text("this is not an image")
     (pages_copy / "comic-003.png").unlink()
     out = tmp_path / "ds"
-    args = ["ocr", f"manifest={pages_copy / 'manifest.csv'}", f"out={out}", "batch=3", "progress=false"]
+    args = ["ocr", "engine=tesseract", f"manifest={pages_copy / 'manifest.csv'}", f"out={out}", "batch=3", "progress=false"]
     assert main(args) == 3
     printed = capsys.readouterr().out
     assert "3 failed" in printed and "rerun" in printed

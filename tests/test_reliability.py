@@ -392,3 +392,20 @@ def test_runs_with_other_options_in_one_output_stay_apart(comic_pages, tmp_path)
     errors = con.execute((REPO / "sql" / "errors.sql").read_text()).fetchall()
     assert [e[:4] for e in errors] == [("tesseract", s.config_hash, "timeout", 2)]
     con.close()
+
+
+def test_a_page_deadline_swallowed_by_library_code_still_ends_the_page():
+    """Library code that catches every exception (a broad `except` in a model's pre-processing)
+    once let an over-time page finish as a success."""
+    import time
+
+    from etl.errors import PageTimeout
+    from etl.worker import deadline
+
+    with pytest.raises(PageTimeout, match="page_timeout=0.1"):
+        with deadline(0.1):
+            for _ in range(20):
+                try:
+                    time.sleep(0.05)
+                except Exception:  # swallows the alarm's PageTimeout and carries on
+                    pass

@@ -108,3 +108,60 @@ def test_http_image_uris(comic_pages, tmp_path):
         assert recall(truth_of(comic_pages)["comic-000"], query(str(tmp_path / "ds"), "select text from page_text")["text"][0]) >= 0.9
     finally:
         server.shutdown()
+
+
+def test_a_stalled_image_read_is_the_pages_timeout_and_a_huge_one_is_refused_unread(comic_pages, tmp_path):
+    """Reading belonged to no deadline: a stalled HTTP body held its batch until the call's limit.
+    And a body of any size was read whole into memory."""
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    page = (comic_pages / "comic-000.png").read_bytes()
+    sent = {"huge": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _head(self, length):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+
+        def do_HEAD(self):
+            if self.path == "/slow.png":
+                time.sleep(15)
+            self._head(50_000_000 if self.path == "/huge.png" else len(page))
+
+        def do_GET(self):
+            if self.path == "/slow.png":
+                time.sleep(15)
+            if self.path == "/huge.png":
+                self._head(50_000_000)
+                try:
+                    for _ in range(50):
+                        self.wfile.write(b"\0" * 1_000_000)
+                        sent["huge"] += 1
+                except OSError:
+                    pass
+                return
+            self._head(len(page))
+            self.wfile.write(page)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"page_id,image_uri\nslow,{base}/slow.png\nhuge,{base}/huge.png\nfine,{base}/fine.png\n")
+        s = run_ocr(str(manifest), engine="tesseract", out=str(tmp_path / "ds"), layout="page", batch=3, workers=1,
+                    page_timeout=4, max_bytes=2_000_000)
+        rows = {r["page_id"]: r for r in query(str(tmp_path / "ds"), "select * from pages").iter_rows(named=True)}
+        assert rows["slow"]["error_kind"] == "timeout" and "page_timeout=4" in rows["slow"]["error"], rows["slow"]
+        assert rows["huge"]["error_kind"] == "too_large" and "max_bytes=2,000,000" in rows["huge"]["error"]
+        assert rows["fine"]["status"] == "ok"  # its batch-mates' faults cost it nothing
+        assert sent["huge"] == 0  # refused on its Content-Length: no byte of the body was asked for
+        assert (s.ok, s.failed) == (1, 2)
+    finally:
+        server.shutdown()
