@@ -1,5 +1,6 @@
 """Object storage through fsspec against a real S3 API server (moto) on 127.0.0.1."""
 
+import contextlib
 import os
 import threading
 
@@ -91,30 +92,38 @@ def _expose_proxy(s3_server):
     pytest.s3_proxy = s3_server
 
 
+@contextlib.contextmanager
+def serving(handler):
+    """An HTTP server on loopback for the block; yields its base URL."""
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
 def test_http_image_uris(comic_pages, tmp_path):
     import functools
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import SimpleHTTPRequestHandler
 
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(comic_pages))
     handler.log_message = lambda *a: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(handler) as base:
         manifest = tmp_path / "m.csv"
         manifest.write_text(f"page_id,image_uri\ncomic-000,{base}/comic-000.png\ngone,{base}/no-such-page.png\n")
         s = run_ocr(str(manifest), engine="tesseract", out=str(tmp_path / "ds"))
         assert (s.ok, s.failed) == (1, 1) and s.error_kinds == {"missing_file": 1}
         assert recall(truth_of(comic_pages)["comic-000"], query(str(tmp_path / "ds"), "select text from page_text")["text"][0]) >= 0.9
-    finally:
-        server.shutdown()
 
 
 def test_a_stalled_image_read_is_the_pages_timeout_and_a_huge_one_is_refused_unread(comic_pages, tmp_path):
     """Reading belonged to no deadline: a stalled HTTP body held its batch until the call's limit.
     And a body of any size was read whole into memory."""
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     page = (comic_pages / "comic-000.png").read_bytes()
     sent = {"huge": 0}
@@ -149,10 +158,7 @@ def test_a_stalled_image_read_is_the_pages_timeout_and_a_huge_one_is_refused_unr
             self._head(len(page))
             self.wfile.write(page)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(Handler) as base:
         manifest = tmp_path / "m.csv"
         manifest.write_text(f"page_id,image_uri\nslow,{base}/slow.png\nhuge,{base}/huge.png\nfine,{base}/fine.png\n")
         s = run_ocr(str(manifest), engine="tesseract", out=str(tmp_path / "ds"), layout="page", batch=3, workers=1,
@@ -163,5 +169,3 @@ def test_a_stalled_image_read_is_the_pages_timeout_and_a_huge_one_is_refused_unr
         assert rows["fine"]["status"] == "ok"  # its batch-mates' faults cost it nothing
         assert sent["huge"] == 0  # refused on its Content-Length: no byte of the body was asked for
         assert (s.ok, s.failed) == (1, 2)
-    finally:
-        server.shutdown()
