@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 
 from etl import images, storage
-from etl.redact import redact
+from etl.redact import redact, secrets_from_env
 from etl.errors import EngineError, InputError, PageError, PageTimeout, TransientError
 from etl.schema import STATUS_ERROR, STATUS_OK, element_table, page_table
 
@@ -120,15 +120,16 @@ def _process_page(engine, init_error, page: dict, task: dict, common: dict, engi
     except Exception as exc:  # an engine bug on one page must not sink the batch
         row.update(status=STATUS_ERROR, error_kind=EngineError.kind, error=_short(exc))
     else:
+        secrets = secrets_from_env()  # once a page, not once per element
         confs = [e.confidence for e in result.elements if e.level == "line" and e.confidence is not None]
         row.update(
-            status=STATUS_OK, text=redact(result.text), n_elements=len(result.elements),
+            status=STATUS_OK, text=redact(result.text, secrets), n_elements=len(result.elements),
             mean_confidence=sum(confs) / len(confs) if confs else None,
         )
         _add_usage(row, result.usage, task.get("price"))
         for el in result.elements:
             elements.append({
-                **common, "page_id": page["page_id"], "level": el.level, "text": redact(el.text),
+                **common, "page_id": page["page_id"], "level": el.level, "text": redact(el.text, secrets),
                 "confidence": el.confidence, "x0": el.x0, "y0": el.y0, "x1": el.x1, "y1": el.y1,
                 "polygon": [list(p) for p in el.polygon] if el.polygon else None,
                 "reading_order": el.reading_order, "block_id": el.block_id, "line_id": el.line_id,
