@@ -186,8 +186,8 @@ class PpOcrV6Engine(Engine):
         return assemble_in_reading_order(lines, o.rtl, joiner="" if o.lang in CJK else " ")
 
     # -- detection -------------------------------------------------------------------
-    def _detect(self, bgr: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
-        """Quads (page pixels) and scores; the detector scales the shorter side up to det_side itself."""
+    def _detect(self, bgr: np.ndarray) -> list[np.ndarray]:
+        """Quads in page pixels; the detector scales the shorter side up to det_side itself."""
         import cv2
 
         h, w = bgr.shape[:2]
@@ -195,14 +195,14 @@ class PpOcrV6Engine(Engine):
         img = cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s)))) if s < 1 else bgr
         out = self._det(img)
         if out.boxes is None or len(out.boxes) == 0:
-            return [], []
-        return [np.asarray(q, dtype=np.float32) / s for q in out.boxes], [float(x) for x in out.scores]
+            return []
+        return [np.asarray(q, dtype=np.float32) / s for q in out.boxes]
 
     def _detect_tiled(self, bgr: np.ndarray) -> list[np.ndarray]:
         h, w = bgr.shape[:2]
         long, short = max(h, w), min(h, w)
         if not self.options.tile or long <= self.options.tile * short:
-            return self._detect(bgr)[0]
+            return self._detect(bgr)
         # Square-ish windows along the long side, overlapping by a quarter, so that a line cut
         # by one window's edge lies whole in the next.
         size = min(long, round(short * 1.5))
@@ -210,16 +210,14 @@ class PpOcrV6Engine(Engine):
         starts = list(range(0, long - size + 1, step))
         if starts[-1] + size < long:
             starts.append(long - size)
-        quads, scores = [], []
+        quads = []
         for start in starts:
             window = bgr[start:start + size] if h > w else bgr[:, start:start + size]
-            qs, ss = self._detect(window)
-            for q in qs:
+            for q in self._detect(window):
                 q = q.copy()
                 q[:, 1 if h > w else 0] += start
                 quads.append(q)
-            scores += ss
-        return merge_duplicates(quads, scores)
+        return merge_duplicates(quads)
 
     def _word_boxes(self, crops, quads, rec) -> list[list[tuple[str, float | None, Box]]]:
         """Per line, (word, score, page box) from the recogniser's character positions."""
@@ -240,12 +238,12 @@ class PpOcrV6Engine(Engine):
         self._ocr = self._det = self._rec = self._cls = None
 
 
-def merge_duplicates(quads: list[np.ndarray], scores: list[float], inside: float = 0.6) -> list[np.ndarray]:
+def merge_duplicates(quads: list[np.ndarray], inside: float = 0.6) -> list[np.ndarray]:
     """Quads from overlapping windows, each line once: of two boxes where most of one lies inside
     the other, the larger stays (a line cut by a window's edge is found whole in the next window)."""
-    boxes = np.array([[q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()] for q in quads]) if quads else None
-    if boxes is None:
+    if not quads:
         return []
+    boxes = np.array([[q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()] for q in quads])
     area = np.maximum(1e-6, (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     keep: list[int] = []
     for i in np.argsort(-area):
