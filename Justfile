@@ -7,7 +7,7 @@ python := if path_exists(".venv/bin/python") == "true" { ".venv/bin/python" } el
 
 # list the recipes
 default:
-    @just --list
+    @{{just_executable()}} --justfile {{justfile()}} --list
 
 # install system packages (apt, when root) and the Python environment in .venv
 setup:
@@ -41,9 +41,9 @@ runtime-deploy *args:
 models *args:
     @{{python}} -m engines.models "$@"
 
-# regenerate the bundled example pages (synthetic, redistributable)
+# regenerate the examples' generated manga page (the real pages and their transcripts stay as they are)
 examples:
-    @{{python}} -m etl.synthetic examples 4 2026
+    @{{python}} -m etl.synthetic examples
 
 # the whole test suite
 test *args:

@@ -63,7 +63,9 @@ def supported_langs() -> set[str]:
 
 @dataclass
 class PpOcrV6Options:
-    lang: str = "en"  # en, ja, zh or a Latin-script language (one multilingual recogniser reads them all)
+    # auto: each page's script decides (Japanese or Chinese: vertical columns, joined without spaces; Japanese
+    # read right to left); or en, ja, zh, a Latin-script language: one multilingual recogniser reads them all
+    lang: str = "auto"
     det_side: int = 736  # the detector sees the page's shorter side scaled up to at least this, px
     det_max_side: int = 2000  # ... and its longer side shrunk to at most this (lines are still cut at full size)
     det_thresh: float = 0.3
@@ -86,12 +88,27 @@ class PpOcrV6Options:
             raise ValueError("32 <= det_side <= det_max_side and threads >= 1 are required")
         if self.tile and self.tile < 1.5:
             raise ValueError("tile is the aspect ratio past which an image is tiled: 0 (never) or >= 1.5")
-        if self.vertical is None:
-            self.vertical = self.lang in CJK
 
-    @property
-    def rtl(self) -> bool:
-        return self.reading == "rtl" or (self.reading == "auto" and self.lang == "ja")
+    def page_lang(self, texts: list[str]) -> str:
+        """The language a page is laid out in: `lang`, or for lang=auto the script of what was read."""
+        if self.lang != "auto":
+            return self.lang
+        chars = "".join(texts)
+        cjk = [c for c in chars if _is_cjk(c)]
+        if len(cjk) <= sum(c.isalnum() for c in chars) - len(cjk):
+            return "en"
+        return "ja" if any("\u3040" <= c <= "\u30ff" or "\uff66" <= c <= "\uff9f" for c in cjk) else "zh"
+
+    def is_vertical_page(self, lang: str) -> bool:
+        return lang in CJK if self.vertical is None else self.vertical
+
+    def is_rtl(self, lang: str) -> bool:
+        return self.reading == "rtl" or (self.reading == "auto" and lang == "ja")
+
+
+def _is_cjk(c: str) -> bool:
+    """Kana, CJK ideographs (and their extension A), half-width katakana."""
+    return "\u3040" <= c <= "\u30ff" or "\u3400" <= c <= "\u4dbf" or "\u4e00" <= c <= "\u9fff" or "\uff66" <= c <= "\uff9f"
 
 
 class PpOcrV6Engine(Engine):
@@ -114,7 +131,7 @@ class PpOcrV6Engine(Engine):
             raise ConfigError(f"engine 'ppocrv6': {', '.join(gone)} missing from {folder}; the rapidocr wheel "
                               "(>= 3.10) ships them: pip install --force-reinstall 'rapidocr>=3.10,<4'. "
                               "Weights are never downloaded at run time.")
-        langs = supported_langs()
+        langs = supported_langs() | {"auto"}
         if options.lang not in langs:
             raise ConfigError(f"engine 'ppocrv6': lang={options.lang!r} is not read by the PP-OCRv6 recogniser "
                               f"(it reads: {', '.join(sorted(langs))})")
@@ -168,22 +185,23 @@ class PpOcrV6Engine(Engine):
             crops = [get_rotate_crop_image(bgr, copy.deepcopy(q)) for q in quads]
             upright = self._cls(crops).img_list if self._cls is not None else crops
             rec = self._rec(TextRecInput(img=upright, return_word_box=o.words and o.lang not in CJK))
+            kept = [i for i, (t, sc) in enumerate(zip(rec.txts, rec.scores)) if t.strip() and sc >= o.rec_score_thresh]
+            lang = o.page_lang([rec.txts[i] for i in kept])
         except PageError:  # the page's deadline firing inside ONNX Runtime's pre-processing
             raise
         except Exception as exc:
             h, w = bgr.shape[:2]
             raise EngineError(f"ppocrv6 failed on a {w}x{h} image: {type(exc).__name__}: {exc}") from None
-        words_of = self._word_boxes(upright, quads, rec) if o.words and o.lang not in CJK else None
+        words_of = self._word_boxes(upright, quads, rec) if o.words and lang not in CJK else None
+        columns = o.is_vertical_page(lang)
         lines = []
-        for i, (quad, text, score) in enumerate(zip(quads, rec.txts, rec.scores)):
-            text = text.strip()
-            if not text or score < o.rec_score_thresh:
-                continue
-            pts = [(float(x), float(y)) for x, y in quad]
+        for i in kept:
+            text = rec.txts[i].strip()
+            pts = [(float(x), float(y)) for x, y in quads[i]]
             box = Box.around(pts)
-            vertical = bool(o.vertical) and is_vertical(box, text)
-            lines.append(Line(text, float(score), box, pts, words_of[i] if words_of and not vertical else [], vertical))
-        return assemble_in_reading_order(lines, o.rtl, joiner="" if o.lang in CJK else " ")
+            vertical = columns and is_vertical(box, text)
+            lines.append(Line(text, float(rec.scores[i]), box, pts, words_of[i] if words_of and not vertical else [], vertical))
+        return assemble_in_reading_order(lines, o.is_rtl(lang), joiner="" if lang in CJK else " ")
 
     # -- detection -------------------------------------------------------------------
     def _detect(self, bgr: np.ndarray) -> list[np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,12 @@ EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 3, 2, 130
 RUN_KEYS = {  # key -> type; every other key=value is an engine option
     "manifest": str, "engine": str, "out": str, "batch": int, "workers": int, "backend": str,
     "config": str, "limit": int, "force": bool, "retries": int, "page_timeout": float,
-    "call_timeout": float, "max_pixels": int, "max_bytes": int, "progress": bool,
+    "call_timeout": float, "max_pixels": int, "max_bytes": int, "progress": bool, "show": int,
 }
 USAGE = """usage:
   ocr manifest=PATH [engine=ppocrv6] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
       [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
+      [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)]
   query out=PATH (sql="..." | file=sql/NAME.sql)
   manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
   estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]"""
@@ -69,43 +71,91 @@ def cmd_ocr(kv: dict[str, str]) -> int:
         os.environ[kv.get("api_key_env") or "OPENROUTER_API_KEY"] = key
     run_args = {k: _typed(k, v) for k, v in kv.items() if k in RUN_KEYS}
     engine_options = {k: v for k, v in kv.items() if k not in RUN_KEYS and v != ""}
-    show = run_args.pop("progress", None)
-    show = console.is_terminal if show is None else show
+    shown = run_args.pop("show", None)
+    live = run_args.pop("progress", None)
+    live = console.is_terminal if live is None else live
     run_args = {k: v for k, v in run_args.items() if v is not None}
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not show,
-    )
-    state: dict[str, Any] = {"ok": 0, "failed": 0}
+    progress = RunProgress(live)
+    try:
+        summary = run_ocr(**run_args, **engine_options, on_start=progress.start, on_batch=progress.batch,
+                          on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
+    except KeyboardInterrupt:  # Ctrl-C: what is written stays; resume reads the rest
+        progress.stop()
+        console.print(f"interrupted: {progress.ok + progress.failed} pages written ({progress.ok} ok, "
+                      f"{progress.failed} failed); rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    finally:
+        progress.stop()
+    print_summary(summary, kv)
+    print_text(summary, 5 if shown is None else shown)
+    return EXIT_OK if summary.all_ok else EXIT_PAGES_FAILED
 
-    def on_start(s) -> None:
+
+class RunProgress:
+    """What a run shows while it goes: a live bar on a terminal (pages done and failed, pages per
+    second, time left, spend of API engines), else one plain line per batch (logs, CI, pipes)."""
+
+    def __init__(self, live: bool):
+        self.live, self.ok, self.failed, self.cost, self.task = live, 0, 0, None, None
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console, disable=not live,
+        )
+
+    def start(self, s) -> None:
         console.print(
             f"[bold]{s.engine}[/] on {s.pages_total} pages: {s.skipped} already done, "
             f"{s.pages_total - s.skipped} to read in {s.batches} batches of <= {s.batch_size} "
             f"({s.backend}, {s.workers} workers) -> {s.out}"
         )
-        state["task"] = progress.add_task("pages", total=s.pages_total - s.skipped, status="")
-        progress.start()
+        self.total, self.t0 = s.pages_total - s.skipped, time.monotonic()
+        self.task = self.bar.add_task("pages", total=self.total, status="")
+        self.bar.start()
 
-    def on_batch(result: dict) -> None:
+    def batch(self, result: dict) -> None:
         for p in result["pages"]:
-            state["ok" if p["status"] == "ok" else "failed"] += 1
-        progress.update(state["task"], advance=len(result["pages"]), status=f"ok {state['ok']} failed {state['failed']}")
-        if not show:
-            console.print(f"batch {result['batch_id']}: {len(result['pages'])} pages, ok {state['ok']} failed {state['failed']}")
+            if p["status"] == "ok":
+                self.ok += 1
+            else:
+                self.failed += 1
+            if p.get("cost_usd") is not None:
+                self.cost = (self.cost or 0.0) + p["cost_usd"]
+        done, elapsed = self.ok + self.failed, max(1e-9, time.monotonic() - self.t0)
+        rate = done / elapsed
+        status = f"ok {self.ok} failed {self.failed} · {rate:.2f} pages/s" + (f" · ${self.cost:,.4f}" if self.cost is not None else "")
+        self.bar.update(self.task, advance=len(result["pages"]), status=status)
+        if not self.live:
+            left = (self.total - done) / rate if rate and done < self.total else 0.0
+            console.print(f"batch {result['batch_id']}: {len(result['pages'])} pages; {done}/{self.total} done, {status}, "
+                          f"{elapsed:.0f} s, about {left:.0f} s left", soft_wrap=True, highlight=False)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def print_text(s, n: int, lines: int = 6, width: int = 100) -> None:
+    """The text of the first `n` pages (by page id) read with this run's engine and options."""
+    if n <= 0 or not s.ok + s.skipped:
+        return
+    from etl.query import connect
 
     try:
-        summary = run_ocr(**run_args, **engine_options, on_start=on_start, on_batch=on_batch,
-                          on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
-    except KeyboardInterrupt:  # Ctrl-C: what is written stays; resume reads the rest
-        progress.stop()
-        console.print(f"interrupted: {state['ok'] + state['failed']} pages written ({state['ok']} ok, "
-                      f"{state['failed']} failed); rerun the same command to resume")
-        return EXIT_INTERRUPTED
-    finally:
-        progress.stop()
-    print_summary(summary, kv)
-    return EXIT_OK if summary.all_ok else EXIT_PAGES_FAILED
+        con = connect(s.out, on_warning=lambda w: None)
+        rows = con.execute("select page_id, text from page_text where engine = ? and config_hash = ? "
+                           "order by page_id limit ?", [s.engine, s.config_hash, n]).fetchall()
+        con.close()
+    except Exception as exc:  # a preview must never turn a finished run into a failure
+        console.print(f"(no text preview: {type(exc).__name__}: {exc})")
+        return
+    table = Table(title=f"text of {len(rows)} pages (show=N for more, show=0 for none)", title_justify="left",
+                  show_lines=True)
+    table.add_column("page_id", no_wrap=True)
+    table.add_column("text")
+    for pid, text in rows:
+        body = [t for t in (text or "").splitlines() if t.strip()]
+        more = f"\n… {len(body) - lines} more lines" if len(body) > lines else ""
+        table.add_row(pid, Text("\n".join(t[:width] for t in body[:lines]) + more))
+    out_console.print(table)
 
 
 def print_summary(s, kv: dict[str, str]) -> None:
