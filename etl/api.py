@@ -16,7 +16,7 @@ from etl.errors import ConfigError
 from etl.manifest import build_manifest, load_manifest, uri_warnings
 from etl.query import connect, query
 from etl.schema import STATUS_ERROR, STATUS_OK, page_table
-from etl.worker import process_batch, shard_uri
+from etl.worker import client_identity, process_batch, shard_uri
 
 __all__ = ["RunSummary", "build_manifest", "connect", "query", "run_ocr"]
 
@@ -137,12 +137,15 @@ def run_ocr(
         return summary
 
     extra_columns = [c for c in df.columns if c not in ("page_id", "image_uri")]
+    # Local workers stop when this process is gone (the localhost runner would go on alone).
+    client = client_identity() if be == "localhost" else None
     price = _model_price(getattr(options, "model", None))
     opts = dataclasses.asdict(options)
     tasks = [
         {"engine": engine, "options": opts, "out": out, "run_id": summary.run_id, "batch_id": b.batch_id,
          "config_hash": cfg_hash, "pages": b.pages(), "extra_columns": extra_columns,
-         "page_timeout": page_timeout, "max_pixels": max_pixels, "max_bytes": max_bytes, "price": price}
+         "page_timeout": page_timeout, "max_pixels": max_pixels, "max_bytes": max_bytes, "price": price,
+         "client": client}
         for b in batches
     ]
     # A call may take its pages' time limits plus start-up; Lithops kills it after.

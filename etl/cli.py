@@ -153,7 +153,7 @@ def print_text(s, n: int, lines: int = 6, width: int = 100) -> None:
     table.add_column("text")
     for pid, text in rows:
         body = [t for t in (text or "").splitlines() if t.strip()]
-        more = f"\n… {len(body) - lines} more lines" if len(body) > lines else ""
+        more = f"\n… {len(body) - lines} more line{'s' if len(body) - lines > 1 else ''}" if len(body) > lines else ""
         table.add_row(pid, Text("\n".join(t[:width] for t in body[:lines]) + more))
     out_console.print(table)
 

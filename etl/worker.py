@@ -48,6 +48,8 @@ def process_batch(task: dict) -> dict:
     t0 = time.perf_counter()
     engine_name = task["engine"]
     common = {k: task[k] for k in ("engine", "config_hash", "run_id", "batch_id")}
+    if client_gone(task.get("client")):  # before the model load: a queue of orphaned calls ends fast
+        return _abandoned(task, [], t0)
     engine, engine_version, init_error = None, None, None
     try:
         from engines import get_engine
@@ -59,7 +61,9 @@ def process_batch(task: dict) -> dict:
         init_error = PageError(f"engine {engine_name!r} failed to start: {_short(exc)}", kind="engine_init")
     load_s = time.perf_counter() - t0
 
-    def one(page: dict, timed: bool) -> tuple[dict, list[dict]]:
+    def one(page: dict, timed: bool) -> tuple[dict, list[dict]] | None:
+        if client_gone(task.get("client")):  # its client was killed: what is read is kept, the rest waits
+            return None
         return _process_page(engine, init_error, page, task, common, engine_version, timed)
 
     concurrency = getattr(engine, "concurrency", 1) if engine is not None else 1
@@ -72,10 +76,13 @@ def process_batch(task: dict) -> dict:
             done = list(pool.map(lambda p: one(p, False), task["pages"]))
     else:
         done = [one(p, True) for p in task["pages"]]
+    done = [d for d in done if d is not None]
     page_rows = [row for row, _ in done]
     element_rows = [e for _, elements in done for e in elements]
     if engine is not None:
         engine.close()
+    if not page_rows:  # its client died before any page was read: nothing to write
+        return _abandoned(task, [], t0)
 
     # Elements first, pages last: a page row is the commit mark the views and
     # resume trust; elements without their page row are never shown.
@@ -87,6 +94,8 @@ def process_batch(task: dict) -> dict:
         page_table(page_rows, task.get("extra_columns", [])),
         shard_uri(task["out"], "pages", engine_name, batch_shard_name(task)),
     )
+    if len(page_rows) < len(task["pages"]):
+        return _abandoned(task, page_rows, t0)
     return {
         "batch_id": task["batch_id"],
         "run_id": task["run_id"],  # the client checks that a result is this run's and this batch's
@@ -96,6 +105,43 @@ def process_batch(task: dict) -> dict:
         "elapsed_s": time.perf_counter() - t0,
         "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def client_identity() -> dict:
+    """Who started the run, as a local worker can check it: host, pid and the process's start time
+    (a pid alone may be reused by the time a worker looks)."""
+    import os
+    import socket
+
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def client_gone(client: dict | None) -> bool:
+    """True when the run's client ran on this host and is dead. Lithops' localhost runner outlives a
+    client killed with SIGKILL and would read the whole job alone, beside the user's rerun."""
+    if not client:
+        return False
+    import socket
+
+    import psutil
+
+    if client.get("host") != socket.gethostname():
+        return False
+    try:
+        return abs(psutil.Process(client["pid"]).create_time() - client["started"]) > 1e-3
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.Error, KeyError, TypeError):  # cannot tell: keep working
+        return False
+
+
+def _abandoned(task: dict, page_rows: list[dict], t0: float) -> dict:
+    """The result of a call that stopped because its client died (nobody reads it; the shards hold the pages)."""
+    return {"batch_id": task["batch_id"], "run_id": task["run_id"], "engine_version": None, "abandoned": True,
+            "pages": [{k: r.get(k) for k in PAGE_SUMMARY_KEYS} for r in page_rows],
+            "elapsed_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _process_page(engine, init_error, page: dict, task: dict, common: dict, engine_version, timed: bool):

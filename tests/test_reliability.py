@@ -409,3 +409,35 @@ def test_a_page_deadline_swallowed_by_library_code_still_ends_the_page():
                     time.sleep(0.05)
                 except Exception:  # swallows the alarm's PageTimeout and carries on
                     pass
+
+
+def test_a_client_killed_with_sigkill_leaves_no_runner_reading_on_alone(comic_pages, tmp_path):
+    """Lithops' localhost runner outlives its client: killed with SIGKILL, the client used to leave it
+    reading the whole job, beside the user's rerun. The workers now stop when the client is gone."""
+    import signal
+    import time
+
+    out = tmp_path / "ds"
+    run = subprocess.Popen([sys.executable, "-m", "etl.cli", "ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}",
+                            f"out={out}", "layout=page", "batch=1", "workers=1", "progress=false"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in run.stdout:  # the first batch is written: kill the client, no chance to clean up
+        if line.startswith("batch "):
+            run.send_signal(signal.SIGKILL)
+            break
+    run.wait(timeout=60)
+
+    def pages_written() -> int:
+        return len(list((out / "pages").rglob("*.parquet")))
+
+    at_kill = pages_written()
+    time.sleep(25)  # the runner, left alone, read all 6 pages in this time (about 3 s a page)
+    after = pages_written()
+    assert after <= at_kill + 1, (at_kill, after)  # at most the page in flight when the client died
+    time.sleep(5)
+    assert pages_written() == after  # and then nothing more: the orphaned calls end before any work
+    s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(out), layout="page")
+    assert s.skipped == after and s.ok == 6 - after and s.all_ok
+    con = connect(str(out))
+    assert con.execute("select count(*) from pages where status = 'ok'").fetchone()[0] == 6
+    con.close()
