@@ -11,6 +11,7 @@ and engine, the latest successful row (else the latest error).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -109,13 +110,37 @@ RESERVED = {name for name, _ in PAGE_COLUMNS}
 
 
 def page_table(rows: list[dict], extra_columns: list[str]) -> pa.Table:
-    """Page rows (dicts) -> Arrow table: our columns typed, extras inferred."""
+    """Page rows (dicts) -> Arrow table: our columns typed, extras by `extra_array`."""
     arrays = [pa.array([r.get(n) for r in rows], type=t) for n, t in PAGE_COLUMNS]
     names = [n for n, _ in PAGE_COLUMNS]
     for col in extra_columns:
-        arrays.append(pa.array([r.get("extra", {}).get(col) for r in rows]))
+        arrays.append(extra_array([r.get("extra", {}).get(col) for r in rows]))
         names.append(col)
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def extra_array(values: list) -> pa.Array:
+    """A manifest's own column, as stored in page rows. Numbers, booleans and strings keep their
+    type: DuckDB unites those across shards (an int column that turns to text in a later run reads
+    as text). Anything else (dates, lists, structs, mixed values) is stored as text, dates in ISO
+    form and the rest as JSON, since a date in one run's shards and a number or list in another's
+    would make every `select *` on `pages` fail."""
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        arr = None
+    if arr is not None and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)
+                            or pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_null(arr.type)):
+        return arr
+    return pa.array([None if v is None else _as_text(v) for v in values], type=pa.string())
+
+
+def _as_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def element_table(rows: list[dict]) -> pa.Table:

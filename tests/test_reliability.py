@@ -1,6 +1,7 @@
 """Nothing lost: bad input, faults and reruns, on the real pipeline (Lithops localhost, Tesseract)."""
 
 import io
+import json
 import multiprocessing
 import os
 import shutil
@@ -441,3 +442,25 @@ def test_a_client_killed_with_sigkill_leaves_no_runner_reading_on_alone(comic_pa
     con = connect(str(out))
     assert con.execute("select count(*) from pages where status = 'ok'").fetchone()[0] == 6
     con.close()
+
+
+def test_a_manifest_column_whose_type_changes_between_runs_keeps_the_dataset_queryable(comic_pages, tmp_path):
+    """Run 1's manifest has `volume` as a number, `published` as a date and `tags` as a list; run 2's
+    has them as text, a number and text. DuckDB cannot unite a date with a number, or a list with
+    text, across shards: every `select *` on `pages` failed."""
+    import datetime
+
+    import polars as pl
+
+    page = str(comic_pages / "comic-000.png")
+    pl.DataFrame({"page_id": ["a"], "image_uri": [page], "volume": [1], "published": [datetime.date(2020, 1, 2)],
+                  "tags": [["shonen", "b&w"]]}).write_parquet(tmp_path / "one.parquet")
+    pl.DataFrame({"page_id": ["b"], "image_uri": [page], "volume": ["vol-2"], "published": [2021],
+                  "tags": ["colour"]}).write_parquet(tmp_path / "two.parquet")
+    out = str(tmp_path / "ds")
+    for manifest in ("one.parquet", "two.parquet"):
+        assert run_ocr(str(tmp_path / manifest), engine="tesseract", out=out, layout="page").all_ok
+    rows = {r["page_id"]: r for r in query(out, "select * from pages").iter_rows(named=True)}
+    assert rows["a"]["volume"] == "1" and rows["b"]["volume"] == "vol-2"
+    assert rows["a"]["published"] == "2020-01-02" and rows["b"]["published"] == "2021"
+    assert json.loads(rows["a"]["tags"]) == ["shonen", "b&w"] and rows["b"]["tags"] == "colour"
