@@ -95,7 +95,7 @@ def run_ocr(
     raise: they are error rows, counted in the summary.
     """
     from engines import get_engine
-    from etl.executor import LithopsExecutor, backend_of, load_config, workers_of
+    from etl.executor import LithopsExecutor, backend_of, check_local_workdir, load_config, workers_of
 
     t0 = time.perf_counter()
     cls = get_engine(engine)
@@ -104,6 +104,8 @@ def run_ocr(
     be = backend_of(lconfig)
     if be == "localhost":
         cls.check(options)  # on a cloud backend the runtime image is what matters
+        if why := check_local_workdir():
+            raise ConfigError(why)
     if batch is not None and batch < 1:
         raise ConfigError(f"batch must be >= 1, not {batch}")
     df = load_manifest(manifest)

@@ -100,6 +100,33 @@ def new_function_executor(config: dict):
         return lithops.FunctionExecutor(config=config, log_level=config["lithops"].get("log_level", "WARNING"))  # a config section of our own: Lithops ignores it
 
 
+LOCAL_WORKDIR_MB = 64  # Lithops copies its own package (~8 MB) there, then job files and results
+
+
+def check_local_workdir(need_mb: int = LOCAL_WORKDIR_MB) -> str | None:
+    """Why Lithops' localhost working folder (under TMPDIR) cannot take a run, or None.
+
+    Lithops writes its package, job files and results there before any call runs; a full or
+    unwritable TMPDIR used to end the run in a 60-line traceback."""
+    import shutil
+    import tempfile
+
+    from lithops.constants import LITHOPS_TEMP_DIR
+
+    try:
+        os.makedirs(LITHOPS_TEMP_DIR, exist_ok=True)
+        free_mb = shutil.disk_usage(LITHOPS_TEMP_DIR).free / 2**20
+        if free_mb < need_mb:
+            return (f"Lithops' working folder {LITHOPS_TEMP_DIR} has {free_mb:.1f} MB free and needs about "
+                    f"{need_mb} MB: free some space there or point TMPDIR at a larger disk")
+        with tempfile.NamedTemporaryFile(dir=LITHOPS_TEMP_DIR, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        return (f"Lithops' working folder {LITHOPS_TEMP_DIR} cannot be written ({exc.strerror or exc}): "
+                "point TMPDIR at a writable disk")
+    return None
+
+
 def call_overhead_s(backend: str) -> float:
     """What a call costs beyond the engine's own work. Localhost: a fork of the runner and
     Lithops' status files (~0.04 s, measured over 40 empty calls) and the worker's two

@@ -464,3 +464,28 @@ def test_a_manifest_column_whose_type_changes_between_runs_keeps_the_dataset_que
     assert rows["a"]["volume"] == "1" and rows["b"]["volume"] == "vol-2"
     assert rows["a"]["published"] == "2020-01-02" and rows["b"]["published"] == "2021"
     assert json.loads(rows["a"]["tags"]) == ["shonen", "b&w"] and rows["b"]["tags"] == "colour"
+
+
+@pytest.fixture
+def full_tmpdir(tmp_path):
+    """A 256 KB file system (tmpfs, mounted by root as CI runs) to point TMPDIR at."""
+    mnt = tmp_path / "small-tmp"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "filler").write_bytes(b"\0" * 160_000)
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_tmpdir_is_refused_before_any_work_not_a_traceback(comic_pages, tmp_path, full_tmpdir):
+    """Lithops copies its package, job files and results under TMPDIR before any call runs; with
+    little room there the run ended in a 60-line shutil traceback."""
+    env = {**os.environ, "TMPDIR": str(full_tmpdir)}
+    done = subprocess.run([sys.executable, "-m", "etl.cli", "ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}",
+                           f"out={tmp_path / 'ds'}", "progress=false"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "working folder" in done.stderr and "TMPDIR" in done.stderr, done.stderr
+    assert not list((tmp_path / "ds").rglob("*.parquet"))
