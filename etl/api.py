@@ -49,6 +49,7 @@ class RunSummary:
     prompt_tokens: int = 0  # API engines
     completion_tokens: int = 0
     cost_usd: float | None = None  # estimated from costs.yaml's model prices
+    calls_retried: int = 0  # failed call attempts that Lithops ran again
 
     @property
     def processed(self) -> int:
@@ -164,17 +165,24 @@ def run_ocr(
                 if attempt < retries:  # the worker may well have written its shards: the rerun rewrites them
                     lost.append(task)
                     continue
+            if error is None and result.get("write_error"):  # disk full, read-only: not retried
+                error = OutputUnwritable(result["write_error"])
             _finish_batch(summary, task, result, error, retries, on_batch)
         for i in sorted(set(range(len(todo_tasks))) - seen):  # "all ok" means every page has a row
             _finish_batch(summary, todo_tasks[i], None, ResultLost("Lithops reported nothing for this call"),
                           retries, on_batch)
         todo_tasks, attempt = lost, attempt + 1
+    summary.calls_retried = executor.retried
     summary.elapsed_s = time.perf_counter() - t0
     return summary
 
 
 class ResultLost(RuntimeError):
     """A call that Lithops counts as done without the worker's result for its batch."""
+
+
+class OutputUnwritable(OSError):
+    """The worker read its pages but the output refused the shards for good (full, read-only)."""
 
 
 def _not_result_of(task: dict, result: Any) -> str | None:
@@ -258,9 +266,11 @@ def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict
     """
     # Lithops reports a worker killed by SIGKILL (OOM killer, operator) as MemoryError,
     # and a call killed at its time limit as TimeoutError.
-    kind = {MemoryError: "worker_killed", TimeoutError: "batch_timeout", ResultLost: "result_lost"}.get(
+    kind = {MemoryError: "worker_killed", TimeoutError: "batch_timeout", ResultLost: "result_lost",
+            OutputUnwritable: "output_unwritable"}.get(
         type(error), "batch_failed")
-    message = f"batch {task['batch_id']} failed ({retries} retries): {type(error).__name__}: {error}"[:500]
+    tries = "not retried" if isinstance(error, OutputUnwritable) else f"{retries} retries"
+    message = f"batch {task['batch_id']} failed ({tries}): {type(error).__name__}: {error}"[:500]
     now = datetime.now(timezone.utc)
     rows = [
         {"page_id": p["page_id"], "image_uri": p["image_uri"], "engine": task["engine"],

@@ -164,8 +164,9 @@ def print_summary(s, kv: dict[str, str]) -> None:
     table.add_row("pages", f"{s.pages_total} in manifest: [green]{s.ok} ok[/], "
                   f"[{'red' if s.failed else 'green'}]{s.failed} failed[/], {s.skipped} skipped (already done)")
     rate = f", {s.pages_per_s:.2f} pages/s" if s.processed else ""
+    retried = f", {s.calls_retried} calls retried" if s.calls_retried else ""
     table.add_row("time", f"{s.elapsed_s:.1f} s{rate}, {s.batches} batches of <= {s.batch_size}, "
-                  f"{s.workers} workers on {s.backend}")
+                  f"{s.workers} workers on {s.backend}{retried}")
     if s.max_peak_rss_mb:
         table.add_row("memory", f"peak {s.max_peak_rss_mb:.0f} MB per worker")
     if s.prompt_tokens or s.completion_tokens:

@@ -170,6 +170,7 @@ class LithopsExecutor:
         self.retries = retries
         self.call_timeout = call_timeout
         self.preload = tuple(preload)  # modules the localhost runner imports before it forks (local_runtime)
+        self.retried = 0  # failed attempts that were run again, over every map
 
     def map(self, fn: Callable[[dict], Any], tasks: list[dict]) -> Iterator[tuple[int, Any, BaseException | None]]:
         import lithops
@@ -200,6 +201,7 @@ class LithopsExecutor:
                     wait_dur_sec=0.2,  # poll often: a finished batch is reported (and the next planned) sooner
                 )
                 for f in done:
+                    self.retried += min(getattr(f, "failure_count", 0), self.retries)
                     try:
                         yield index[id(f)], f.result(), None
                     except Exception as exc:  # this batch failed after its retries

@@ -22,6 +22,8 @@ from etl.schema import STATUS_ERROR, STATUS_OK, element_table, page_table
 
 MAX_ERROR_CHARS = 500
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a comic page is a few MB; a 1 GB body is a mistake or an attack
+# The output's disk is full, read-only, over quota, or a path part is a file: no retry helps.
+PERMANENT_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.ENOTDIR, errno.EDQUOT, errno.EFBIG}
 PAGE_SUMMARY_KEYS = ("page_id", "status", "error_kind", "error", "duration_ms", "prompt_tokens",
                      "completion_tokens", "cost_usd")
 
@@ -86,14 +88,22 @@ def process_batch(task: dict) -> dict:
 
     # Elements first, pages last: a page row is the commit mark the views and
     # resume trust; elements without their page row are never shown.
-    if element_rows:
+    try:
+        if element_rows:
+            storage.write_parquet_atomic(
+                element_table(element_rows), shard_uri(task["out"], "elements", engine_name, batch_shard_name(task))
+            )
         storage.write_parquet_atomic(
-            element_table(element_rows), shard_uri(task["out"], "elements", engine_name, batch_shard_name(task))
+            page_table(page_rows, task.get("extra_columns", [])),
+            shard_uri(task["out"], "pages", engine_name, batch_shard_name(task)),
         )
-    storage.write_parquet_atomic(
-        page_table(page_rows, task.get("extra_columns", [])),
-        shard_uri(task["out"], "pages", engine_name, batch_shard_name(task)),
-    )
+    except OSError as exc:
+        if exc.errno not in PERMANENT_WRITE_ERRNOS:
+            raise  # Lithops retries the call: a network blip, a throttled store
+        # A retry would read every page again only to fail the same way: report it instead.
+        return {"batch_id": task["batch_id"], "run_id": task["run_id"], "engine_version": engine_version,
+                "pages": [{k: r.get(k) for k in PAGE_SUMMARY_KEYS} for r in page_rows],
+                "write_error": f"cannot write the batch's shards: {_short(exc)}", "peak_rss_mb": _peak_rss_mb()}
     if len(page_rows) < len(task["pages"]):
         return _abandoned(task, page_rows, t0)
     return {

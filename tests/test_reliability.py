@@ -489,3 +489,25 @@ def test_a_full_tmpdir_is_refused_before_any_work_not_a_traceback(comic_pages, t
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "working folder" in done.stderr and "TMPDIR" in done.stderr, done.stderr
     assert not list((tmp_path / "ds").rglob("*.parquet"))
+
+
+def test_a_full_output_disk_is_not_retried_and_a_rerun_after_freeing_it_completes(comic_pages, tmp_path):
+    """ENOSPC (or EROFS, ENOTDIR) on the shards is not a blip: each retry read every page again only
+    to fail the same way. The batch is reported at once, and the summary says why."""
+    mnt = tmp_path / "small-out"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        filler = mnt / "filler"
+        filler.write_bytes(b"\0" * (256 - 12) * 1024)  # room for the up-front probe, not for a batch
+        out = str(mnt / "ds")
+        s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=out, limit=2, batch=2, retries=2)
+        assert (s.ok, s.failed, s.calls_retried) == (0, 2, 0), s
+        # Its error rows are written where they fit (output_unwritable), else counted as not recorded.
+        assert set(s.error_kinds) <= {"output_unwritable", "not_recorded"}, s.error_kinds
+        assert "OutputUnwritable" in s.examples[0]["error"] and "[Errno 28]" in s.examples[0]["error"], s.examples
+        filler.unlink()
+        again = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=out, limit=2, batch=2)
+        assert (again.ok, again.skipped, again.calls_retried) == (2, 0, 0), again
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
