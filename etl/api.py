@@ -13,10 +13,10 @@ from typing import Any, Callable
 from engines.base import DEFAULT_ENGINE
 from etl import plan, storage
 from etl.errors import ConfigError
-from etl.manifest import build_manifest, load_manifest, uri_warnings
+from etl.manifest import build_manifest, load_manifest, pages_from, uri_warnings
 from etl.query import connect, query
 from etl.schema import STATUS_ERROR, STATUS_OK, page_table
-from etl.worker import client_identity, process_batch, shard_uri
+from etl.worker import checkpointed, client_identity, process_batch, shard_uri
 
 __all__ = ["RunSummary", "build_manifest", "connect", "query", "run_ocr"]
 
@@ -69,10 +69,12 @@ def new_run_id() -> str:
 
 
 def run_ocr(
-    manifest: str,
+    manifest: str | None = None,
     engine: str = DEFAULT_ENGINE,
-    out: str = "out",
+    out: str | None = None,
     *,
+    from_: str | None = None,
+    where: str | None = None,
     batch: int | None = None,
     workers: int | None = None,
     backend: str | None = None,
@@ -84,12 +86,16 @@ def run_ocr(
     call_timeout: float | None = None,
     max_pixels: int | None = None,
     max_bytes: int | None = None,
+    checkpoint: int | None = None,
     on_start: Callable[[RunSummary], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     on_batch: Callable[[dict], None] | None = None,
     **engine_options: Any,
 ) -> RunSummary:
-    """OCR every page of `manifest` not yet done into the dataset at `out`.
+    """OCR every page of `manifest` not yet done into the dataset at `out` (default: out).
+
+    Or the pages chosen by SQL: `from_` a dataset, `where` a condition over its `pages` view;
+    `out` is then that dataset unless given.
 
     Raises UsageError (ManifestError, ConfigError) before any work when the
     manifest, the options or the environment are unusable. Failed pages do not
@@ -109,7 +115,15 @@ def run_ocr(
             raise ConfigError(why)
     if batch is not None and batch < 1:
         raise ConfigError(f"batch must be >= 1, not {batch}")
-    df = load_manifest(manifest)
+    if checkpoint is not None and checkpoint < 1:
+        raise ConfigError(f"checkpoint must be >= 1 page, not {checkpoint}")
+    if (manifest is None) == (from_ is None):
+        raise ConfigError("give a manifest, or from_= a dataset (with where= a condition over its pages)")
+    if where is not None and from_ is None:
+        raise ConfigError("where= chooses pages of a dataset: give from_= (from= on the command line) too")
+    out = out or from_ or "out"
+    df = load_manifest(manifest) if manifest is not None else pages_from(from_, where)
+    manifest = manifest or f"{from_} where {where or 'true'}"
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, not {limit}")
@@ -148,7 +162,7 @@ def run_ocr(
         {"engine": engine, "options": opts, "out": out, "run_id": summary.run_id, "batch_id": b.batch_id,
          "config_hash": cfg_hash, "pages": b.pages(), "extra_columns": extra_columns,
          "page_timeout": page_timeout, "max_pixels": max_pixels, "max_bytes": max_bytes, "price": price,
-         "client": client}
+         "client": client, "checkpoint": checkpoint or _checkpoint_pages(cls, options)}
         for b in batches
     ]
     # A call may take its pages' time limits plus start-up; Lithops kills it after.
@@ -177,6 +191,16 @@ def run_ocr(
     return summary
 
 
+CHECKPOINT_S = 60.0  # a worker writes what it has read about this often: a killed call loses at most that
+
+
+def _checkpoint_pages(cls, options) -> int:
+    """Pages a worker reads between two writes of its shards (most batches are one chunk)."""
+    import math
+
+    return max(1, math.ceil(CHECKPOINT_S / max(0.01, cls.cost_hint(options)[1])))
+
+
 class ResultLost(RuntimeError):
     """A call that Lithops counts as done without the worker's result for its batch."""
 
@@ -202,11 +226,17 @@ def _finish_batch(summary: RunSummary, task: dict, result: dict | None, error: B
                   retries: int, on_batch: Callable[[dict], None] | None) -> None:
     if error is not None:
         summary.failed_batches += 1
+        try:  # the chunks its worker wrote before it died stand; the rest become error rows
+            saved = checkpointed(task)
+        except Exception:
+            saved = {}
+        rest = {**task, "pages": [p for p in task["pages"] if str(p["page_id"]) not in saved]}
         try:
-            result = _record_failed_batch(task, error, retries)
+            result = _record_failed_batch(rest, error, retries) if rest["pages"] else _failed_pages(rest, "", "")
         except Exception as exc:  # the output storage itself is failing: report, do not crash
-            result = _unrecorded(task, error, exc)
+            result = _unrecorded(rest, error, exc)
             summary.unrecorded += len(result["pages"])
+        result["pages"] = list(saved.values()) + result["pages"]
     _account(summary, result)
     if on_batch:
         on_batch(result)

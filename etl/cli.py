@@ -23,12 +23,13 @@ from etl.errors import UsageError
 
 EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 3, 2, 130
 RUN_KEYS = {  # key -> type; every other key=value is an engine option
-    "manifest": str, "engine": str, "out": str, "batch": int, "workers": int, "backend": str,
+    "manifest": str, "from": str, "where": str, "engine": str, "out": str, "batch": int, "workers": int, "backend": str,
     "config": str, "limit": int, "force": bool, "retries": int, "page_timeout": float,
     "call_timeout": float, "max_pixels": int, "max_bytes": int, "progress": bool, "show": int,
+    "checkpoint": int,
 }
 USAGE = """usage:
-  ocr manifest=PATH [engine=ppocrv6] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
+  ocr (manifest=PATH | from=DATASET [where="SQL over its pages view"]) [engine=ppocrv6] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
       [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
       [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)]
   query out=PATH (sql="..." | file=sql/NAME.sql)
@@ -64,12 +65,12 @@ def _typed(key: str, value: str) -> Any:
 def cmd_ocr(kv: dict[str, str]) -> int:
     from etl.api import run_ocr
 
-    if not kv.get("manifest"):
-        raise UsageError(f"ocr needs manifest=PATH\n{USAGE}")
+    if not kv.get("manifest") and not kv.get("from"):
+        raise UsageError(f"ocr needs manifest=PATH, or from=DATASET [where=\"SQL over its pages\"]\n{USAGE}")
     key = kv.pop("api_key", None)
     if key:  # into this process's environment only: workers inherit it, payloads never carry it
         os.environ[kv.get("api_key_env") or "OPENROUTER_API_KEY"] = key
-    run_args = {k: _typed(k, v) for k, v in kv.items() if k in RUN_KEYS}
+    run_args = {("from_" if k == "from" else k): _typed(k, v) for k, v in kv.items() if k in RUN_KEYS}
     engine_options = {k: v for k, v in kv.items() if k not in RUN_KEYS and v != ""}
     shown = run_args.pop("show", None)
     live = run_args.pop("progress", None)
@@ -223,12 +224,19 @@ def cmd_estimate(kv: dict[str, str]) -> int:
 
 
 def cmd_query(kv: dict[str, str]) -> int:
-    from etl.query import connect
+    from etl.query import SQL_DIR, connect
 
     out = kv.get("out")
     if not out or not (kv.get("sql") or kv.get("file")):
         raise UsageError(f"query needs out=PATH and sql=\"...\" or file=PATH\n{USAGE}")
-    sql = kv.get("sql") or Path(kv["file"]).read_text()
+    from etl.query import sql_file
+
+    if kv.get("sql"):
+        sql = kv["sql"]
+    elif (path := sql_file(kv["file"])).is_file():
+        sql = path.read_text()
+    else:
+        raise UsageError(f"no SQL file {kv['file']} (bundled: {', '.join(sorted(p.name for p in SQL_DIR.glob('*.sql')))})")
     from etl import storage
 
     fs, path = storage.url_to_fs(out)

@@ -18,7 +18,8 @@ import yaml
 from engines.base import DEFAULT_ENGINE
 from etl.errors import ConfigError
 
-COSTS_FILE = Path(os.environ.get("COMIC_OCR_COSTS", Path(__file__).resolve().parent.parent / "costs.yaml"))
+# costs.yaml at the top of the checkout, shipped in the wheel as etl/_data/costs.yaml (a link to it).
+COSTS_FILE = Path(os.environ.get("COMIC_OCR_COSTS", Path(__file__).resolve().parent / "_data" / "costs.yaml"))
 
 
 @dataclass

@@ -72,7 +72,12 @@ def load_manifest(uri: str) -> pl.DataFrame:
     unsupported scheme are not fatal (see `uri_warnings`): those pages get
     error rows and the rest of the run goes on.
     """
-    lf = _read(uri)
+    return check_manifest(_read(uri), uri)
+
+
+def check_manifest(lf: pl.LazyFrame, uri: str) -> pl.DataFrame:
+    """`load_manifest`'s checks on a frame from anywhere (a file, a query); `uri` names it in
+    errors and is where relative image paths are resolved from."""
     columns = lf.collect_schema().names()
     for col, aliases in ALIASES.items():
         if col not in columns:
@@ -226,3 +231,29 @@ def write_frame(df: pl.DataFrame, out: str) -> None:
             df.write_csv(f)
         else:
             raise ManifestError(f"{out}: unsupported manifest format {ext}; use .csv, .parquet or .jsonl")
+
+
+def pages_from(dataset: str, where: str | None = None) -> pl.DataFrame:
+    """A manifest chosen by SQL: the pages of an existing dataset matching `where`, a condition
+    over its `pages` view (one row per page, engine and options), e.g.
+    `engine = 'tesseract' and (status = 'error' or mean_confidence < 0.8)`.
+    Checked like any manifest; ManifestError when nothing matches or the SQL is wrong."""
+    import duckdb
+
+    from etl import storage
+    from etl.query import connect
+
+    fs, path = storage.url_to_fs(dataset)
+    if not fs.exists(path):
+        raise ManifestError(f"from={dataset}: no dataset there")
+    con = connect(dataset, on_warning=lambda w: None)
+    try:
+        df = con.sql(f"select page_id, any_value(image_uri) as image_uri from pages where ({where or 'true'}) "
+                     "group by page_id order by page_id").pl()
+    except duckdb.Error as exc:
+        raise ManifestError(f"where={where!r} over the pages of {dataset}: {exc}") from None
+    finally:
+        con.close()
+    if df.height == 0:
+        raise ManifestError(f"from={dataset} where={where!r}: no page matches")
+    return check_manifest(df.lazy(), f"{dataset} (where {where or 'true'})")

@@ -14,7 +14,17 @@ from fsspec.implementations.local import LocalFileSystem
 from etl import storage
 from etl.schema import ELEMENT_SCHEMA, PAGE_SCHEMA
 
-SQL_DIR = Path(os.environ.get("COMIC_OCR_SQL_DIR", Path(__file__).resolve().parent.parent / "sql"))
+# sql/ at the top of the checkout, shipped in the wheel as etl/_data/sql (a link to it).
+SQL_DIR = Path(os.environ.get("COMIC_OCR_SQL_DIR", Path(__file__).resolve().parent / "_data" / "sql"))
+
+
+def sql_file(name: str) -> Path:
+    """A SQL file by path, else by name among the bundled ones (`file=sql/errors.sql` works anywhere)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = SQL_DIR / path.name
+    return bundled if bundled.is_file() else path
 
 
 def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,

@@ -40,18 +40,54 @@ def batch_shard_name(task: dict) -> str:
     return f"{task['batch_id']}-{task['run_id']}"
 
 
+def chunk_shard_name(task: dict, k: int) -> str:
+    """Chunk k of a batch (see `process_batch`): the first has the batch's plain name."""
+    return batch_shard_name(task) if k == 0 else f"{batch_shard_name(task)}-c{k}"
+
+
+def chunks_of(task: dict) -> list[list[dict]]:
+    """The batch's pages cut into checkpoints of `task["checkpoint"]` pages (one chunk without it)."""
+    pages = task["pages"]
+    size = task.get("checkpoint") or len(pages) or 1
+    return [pages[i:i + size] for i in range(0, len(pages), size)]
+
+
+def checkpointed(task: dict) -> dict[str, dict]:
+    """Page id -> page summary for the chunks of this batch and run already written: by an earlier
+    attempt of this call (killed for memory or time), or before the call was lost."""
+    import pyarrow.parquet as pq
+
+    done: dict[str, dict] = {}
+    for k in range(len(chunks_of(task))):
+        fs, path = storage.url_to_fs(shard_uri(task["out"], "pages", task["engine"], chunk_shard_name(task, k)))
+        try:
+            if not fs.exists(path):
+                continue
+            with fs.open(path, "rb") as f:
+                table = pq.read_table(f)
+        except Exception:  # unreadable: read those pages again (a later run sets the file aside)
+            continue
+        for row in table.select([c for c in PAGE_SUMMARY_KEYS if c in table.column_names]).to_pylist():
+            done[str(row["page_id"])] = row
+    return done
+
+
 def process_batch(task: dict) -> dict:
     """Run one batch; return a summary (per-page status, timings, peak memory).
 
     Never raises for a bad page: each failure becomes a page row with
     status='error'. Raises only when the shards cannot be written, so that
-    Lithops retries the whole call.
+    Lithops retries the whole call. Pages are written in chunks of
+    `task["checkpoint"]` pages: a call killed midway keeps its finished chunks,
+    and its retry reads only the rest.
     """
     t0 = time.perf_counter()
     engine_name = task["engine"]
     common = {k: task[k] for k in ("engine", "config_hash", "run_id", "batch_id")}
     if client_gone(task.get("client")):  # before the model load: a queue of orphaned calls ends fast
-        return _abandoned(task, [], t0)
+        return {**_result(task, None, [], t0, 0.0), "abandoned": True}
+    chunks = chunks_of(task)
+    earlier = checkpointed(task) if len(chunks) > 1 else {}
     engine, engine_version, init_error = None, None, None
     try:
         from engines import get_engine
@@ -69,48 +105,67 @@ def process_batch(task: dict) -> dict:
         return _process_page(engine, init_error, page, task, common, engine_version, timed)
 
     concurrency = getattr(engine, "concurrency", 1) if engine is not None else 1
-    if concurrency > 1:
-        # API engines: pages wait on the network, so several are in flight; each
-        # request has its own timeout (the page alarm works in the main thread only).
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(concurrency) as pool:
-            done = list(pool.map(lambda p: one(p, False), task["pages"]))
-    else:
-        done = [one(p, True) for p in task["pages"]]
-    done = [d for d in done if d is not None]
-    page_rows = [row for row, _ in done]
-    element_rows = [e for _, elements in done for e in elements]
-    if engine is not None:
-        engine.close()
-    if not page_rows:  # its client died before any page was read: nothing to write
-        return _abandoned(task, [], t0)
-
-    # Elements first, pages last: a page row is the commit mark the views and
-    # resume trust; elements without their page row are never shown.
+    summaries: list[dict] = []
+    stopped = False
     try:
+        for k, chunk in enumerate(chunks):
+            if earlier and all(str(p["page_id"]) in earlier for p in chunk):
+                summaries += [earlier[str(p["page_id"])] for p in chunk]
+                continue
+            if concurrency > 1:
+                # API engines: pages wait on the network, so several are in flight; each
+                # request has its own timeout (the page alarm works in the main thread only).
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(concurrency) as pool:
+                    done = list(pool.map(lambda p: one(p, False), chunk))
+            else:
+                done = [one(p, True) for p in chunk]
+            done = [d for d in done if d is not None]
+            stopped = len(done) < len(chunk)
+            if done:
+                if error := _write_chunk(task, chunk_shard_name(task, k), done):
+                    return {**_result(task, engine_version, summaries + _summaries(done), t0, load_s), "write_error": error}
+                summaries += _summaries(done)
+            if stopped:
+                break
+    finally:
+        if engine is not None:
+            engine.close()
+    if stopped or not summaries:  # its client died: nobody reads this; the shards hold what was read
+        return {**_result(task, engine_version, summaries, t0, load_s), "abandoned": True}
+    return _result(task, engine_version, summaries, t0, load_s)
+
+
+def _write_chunk(task: dict, name: str, done: list[tuple[dict, list[dict]]]) -> str | None:
+    """Write one chunk's shards; the reason when the output refuses them for good, else None."""
+    engine = task["engine"]
+    element_rows = [e for _, elements in done for e in elements]
+    try:
+        # Elements first, pages last: a page row is the commit mark the views and
+        # resume trust; elements without their page row are never shown.
         if element_rows:
-            storage.write_parquet_atomic(
-                element_table(element_rows), shard_uri(task["out"], "elements", engine_name, batch_shard_name(task))
-            )
-        storage.write_parquet_atomic(
-            page_table(page_rows, task.get("extra_columns", [])),
-            shard_uri(task["out"], "pages", engine_name, batch_shard_name(task)),
-        )
+            storage.write_parquet_atomic(element_table(element_rows), shard_uri(task["out"], "elements", engine, name))
+        storage.write_parquet_atomic(page_table([row for row, _ in done], task.get("extra_columns", [])),
+                                     shard_uri(task["out"], "pages", engine, name))
     except OSError as exc:
         if exc.errno not in PERMANENT_WRITE_ERRNOS:
             raise  # Lithops retries the call: a network blip, a throttled store
         # A retry would read every page again only to fail the same way: report it instead.
-        return {"batch_id": task["batch_id"], "run_id": task["run_id"], "engine_version": engine_version,
-                "pages": [{k: r.get(k) for k in PAGE_SUMMARY_KEYS} for r in page_rows],
-                "write_error": f"cannot write the batch's shards: {_short(exc)}", "peak_rss_mb": _peak_rss_mb()}
-    if len(page_rows) < len(task["pages"]):
-        return _abandoned(task, page_rows, t0)
+        return f"cannot write the batch's shards: {_short(exc)}"
+    return None
+
+
+def _summaries(done: list[tuple[dict, list[dict]]]) -> list[dict]:
+    return [{k: row.get(k) for k in PAGE_SUMMARY_KEYS} for row, _ in done]
+
+
+def _result(task: dict, engine_version: str | None, summaries: list[dict], t0: float, load_s: float) -> dict:
     return {
         "batch_id": task["batch_id"],
         "run_id": task["run_id"],  # the client checks that a result is this run's and this batch's
         "engine_version": engine_version,
-        "pages": [{k: r.get(k) for k in PAGE_SUMMARY_KEYS} for r in page_rows],
+        "pages": summaries,
         "load_s": load_s,
         "elapsed_s": time.perf_counter() - t0,
         "peak_rss_mb": _peak_rss_mb(),
@@ -145,13 +200,6 @@ def client_gone(client: dict | None) -> bool:
         return True
     except (psutil.Error, KeyError, TypeError):  # cannot tell: keep working
         return False
-
-
-def _abandoned(task: dict, page_rows: list[dict], t0: float) -> dict:
-    """The result of a call that stopped because its client died (nobody reads it; the shards hold the pages)."""
-    return {"batch_id": task["batch_id"], "run_id": task["run_id"], "engine_version": None, "abandoned": True,
-            "pages": [{k: r.get(k) for k in PAGE_SUMMARY_KEYS} for r in page_rows],
-            "elapsed_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _process_page(engine, init_error, page: dict, task: dict, common: dict, engine_version, timed: bool):

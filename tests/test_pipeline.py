@@ -179,3 +179,33 @@ def test_manifest_extra_columns_reach_the_page_table(comic_pages, tmp_path):
     assert run_ocr(str(m), engine="tesseract", out=out).ok == 2
     got = query(out, "select page_id, series, volume from pages order by page_id").rows()
     assert got == [("comic-000", "Night Tower", "0"), ("comic-001", "Night Tower", "1")]
+
+
+def test_pages_chosen_by_sql_from_a_dataset_are_read_into_it(comic_pages, tmp_path, capsys):
+    """`from=DATASET where=...`: the manifest is a query over the dataset's pages view; exactly those
+    pages are read, into the same dataset, with the usual resume."""
+    out = str(tmp_path / "ds")
+    first = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=out, layout="page")
+    assert first.all_ok
+    conf = dict(query(out, "select page_id, mean_confidence from pages").iter_rows())
+    cut = sorted(conf.values())[2]
+    chosen = {pid for pid, c in conf.items() if c < cut}
+    assert len(chosen) == 2
+    where = f"engine = 'tesseract' and mean_confidence < {cut}"
+    code = main(["ocr", f"from={out}", f"where={where}", "engine=tesseract", "layout=regions", "progress=false", "show=0"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "2 in manifest" in printed, printed
+    regions = set(query(out, f"select page_id from pages where config_hash != '{first.config_hash}'")["page_id"])
+    assert regions == chosen
+    assert set(query(out, f"select page_id from pages where config_hash = '{first.config_hash}'")["page_id"]) == set(conf)
+    # Resume: the same selection again reads nothing; limit= takes the first pages of the selection.
+    again = run_ocr(from_=out, where=where, engine="tesseract", layout="regions")
+    assert (again.pages_total, again.skipped, again.processed) == (2, 2, 0)
+    first_three = {f"comic-00{i}" for i in range(3)}
+    some = run_ocr(from_=out, where="true", engine="tesseract", layout="regions", limit=3)
+    assert (some.skipped, some.ok) == (len(first_three & chosen), len(first_three - chosen))
+    # Bad SQL and an empty selection stop before any work (exit 2).
+    assert main(["ocr", f"from={out}", "where=no_such_column = 1", "engine=tesseract", "progress=false"]) == 2
+    assert main(["ocr", f"from={out}", "where=false", "engine=tesseract", "progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_column" in err and "no page matches" in err

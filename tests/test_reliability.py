@@ -358,10 +358,19 @@ def test_a_percent_encoded_file_uri_is_read_and_a_symlink_loop_is_a_lasting_erro
     assert (s.ok, s.failed) == (1, 1) and s.error_kinds == {"symlink_loop": 1}, s
 
 
+def lithops_job_files() -> set[str]:
+    """Lithops' localhost job files and job marks (what an interrupted run used to leave)."""
+    from lithops.constants import JOBS_DIR, JOBS_PREFIX, LITHOPS_TEMP_DIR
+
+    return {str(p) for p in Path(LITHOPS_TEMP_DIR).glob(f"*/{JOBS_PREFIX}/*-job.json")} | {
+        str(p) for p in Path(JOBS_DIR).glob("*.done")}
+
+
 def test_ctrl_c_says_what_was_written_and_how_to_resume(comic_pages, tmp_path):
     import signal
 
     out = tmp_path / "ds"
+    before = lithops_job_files()
     run = subprocess.Popen([sys.executable, "-m", "etl.cli", "ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}",
                             f"out={out}", "layout=page", "batch=1", "workers=1", "progress=false"],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -375,6 +384,7 @@ def test_ctrl_c_says_what_was_written_and_how_to_resume(comic_pages, tmp_path):
     output = "".join(lines) + rest
     assert run.returncode == 130, output
     assert "interrupted:" in output and "rerun the same command to resume" in output and "Traceback" not in output
+    assert lithops_job_files() - before == set()  # no job file left behind
     done = query(str(out), "select count(*) as n from pages")["n"][0]
     s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(out), layout="page")
     assert s.skipped == done >= 1 and s.ok == 6 - done
@@ -511,3 +521,26 @@ def test_a_full_output_disk_is_not_retried_and_a_rerun_after_freeing_it_complete
         assert (again.ok, again.skipped, again.calls_retried) == (2, 0, 0), again
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_pages_read_before_a_call_is_killed_are_kept(pages_copy, tmp_path):
+    """A call killed at its time limit (or for memory) lost every page it had read. Workers now write
+    every `checkpoint` pages: the finished chunks stand, and only the rest become error rows."""
+    target = pages_copy / "comic-004.png"  # the fifth page of six: a FIFO nobody writes, so the read hangs
+    good = tmp_path / "comic-004.png"
+    shutil.move(target, good)
+    os.mkfifo(target)
+    out = str(tmp_path / "ds")
+    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=out, batch=6, checkpoint=2, retries=0,
+                call_timeout=40, layout="page")
+    assert (s.ok, s.failed) == (4, 2) and s.error_kinds == {"batch_timeout": 2}, s
+    status = dict(query(out, "select page_id, status from pages").iter_rows())
+    assert status == {**{f"comic-00{i}": "ok" for i in range(4)}, "comic-004": "error", "comic-005": "error"}
+    con = connect(out)
+    assert con.execute("select count(*) from pages p where n_elements = (select count(*) from elements e "
+                       "where e.page_id = p.page_id) and status = 'ok'").fetchone()[0] == 4
+    con.close()
+    target.unlink()
+    shutil.move(good, target)
+    again = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=out, layout="page")
+    assert (again.skipped, again.ok, again.failed) == (4, 2, 0)

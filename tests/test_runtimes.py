@@ -112,3 +112,13 @@ def test_runtime_requirements_install_in_a_clean_venv_and_run_a_batch(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["pages"][0]["status"] == "ok", result
     assert (tmp_path / "ds/pages/engine=tesseract/part-b1-r1.parquet").is_file()
+    # A plain (non-editable) install carries the SQL views and costs.yaml: query and estimate work
+    # from outside the checkout, and file=sql/NAME.sql finds the bundled file by name.
+    cli = [py, "-m", "etl.cli"]
+    run = dict(cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    text = subprocess.run(cli + ["query", f"out={tmp_path / 'ds'}", "sql=select page_id, text from page_text"], **run)
+    assert text.returncode == 0 and "p0" in text.stdout and "Episode" in text.stdout, text.stdout + text.stderr
+    errors = subprocess.run(cli + ["query", f"out={tmp_path / 'ds'}", "file=sql/errors.sql"], **run)
+    assert errors.returncode == 0, errors.stderr
+    cost = subprocess.run(cli + ["estimate", "pages=1000", "engine=tesseract"], **run)
+    assert cost.returncode == 0 and "1,000 pages with tesseract" in cost.stdout, cost.stdout + cost.stderr
