@@ -64,10 +64,11 @@ def lithops_profiles() -> dict[str, dict]:
 def test_lithops_yaml_default_and_cloud_profiles_load():
     assert yaml.safe_load((REPO / "lithops.yaml").read_text())["lithops"]["backend"] == "localhost"
     profiles = lithops_profiles()
-    assert set(profiles) == {"aws_lambda", "aws_batch", "gcp_functions", "azure_functions", "k8s"}
+    assert set(profiles) == {"aws_lambda", "aws_batch", "gcp_functions", "azure_functions", "k8s", "localhost_s3"}
     for name, cfg in profiles.items():
-        assert cfg["lithops"]["backend"] == name and cfg["lithops"]["storage"] in cfg
-        assert cfg[name].get("runtime_memory", 2048) >= 2048  # OCR needs more than Lithops' 256 MB default
+        backend = "localhost" if name == "localhost_s3" else name  # run by tests/test_s3.py
+        assert cfg["lithops"]["backend"] == backend and cfg["lithops"]["storage"] in cfg
+        assert cfg.get(name, {}).get("runtime_memory", 2048) >= 2048  # OCR needs more than Lithops' 256 MB default
     from lithops.config import default_config
 
     for name in ("aws_lambda", "aws_batch"):  # the SDK of these backends is installed: Lithops validates them

@@ -169,3 +169,29 @@ def test_a_stalled_image_read_is_the_pages_timeout_and_a_huge_one_is_refused_unr
         assert rows["fine"]["status"] == "ok"  # its batch-mates' faults cost it nothing
         assert sent["huge"] == 0  # refused on its Content-Length: no byte of the body was asked for
         assert (s.ok, s.failed) == (1, 2)
+
+
+def test_lithops_keeps_its_job_files_and_results_in_s3_as_on_a_cloud_backend(comic_pages, bucket, tmp_path):
+    """Every cloud backend keeps Lithops' own files (function, job payloads, status, results) in
+    object storage. Here the localhost backend does the same with `storage: aws_s3` on the S3 API
+    server: the whole run goes through S3, as on Lambda."""
+    import yaml
+
+    fs = upload(comic_pages, bucket)
+    config = tmp_path / "lithops.yaml"
+    from test_runtimes import lithops_profiles
+
+    profile = lithops_profiles()["localhost_s3"]  # the example in lithops.yaml, with this test's bucket
+    profile["aws_s3"]["storage_bucket"] = bucket
+    config.write_text(yaml.safe_dump(profile))  # keys and endpoint: the AWS_* variables, as on any AWS host
+    rows = [f"comic-00{i},s3://{bucket}/pages/comic-00{i}.png" for i in range(4)]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("page_id,image_uri\n" + "\n".join(rows) + "\n")
+    out = f"s3://{bucket}/ocr"
+    s = run_ocr(str(manifest), engine="tesseract", out=out, config=str(config), batch=2, layout="page")
+    assert (s.ok, s.failed, s.backend) == (4, 0, "localhost"), s
+    assert query(out, "select count(*) as n from page_text")["n"][0] == 4
+    lithops_files = [o for o in fs.find(bucket) if "/lithops." in o or o.split("/")[1].startswith("lithops")]
+    assert any("/lithops.jobs/" in o for o in lithops_files), fs.find(bucket)
+    # A rerun through the same storage resumes.
+    assert run_ocr(str(manifest), engine="tesseract", out=out, config=str(config), layout="page").skipped == 4
