@@ -21,6 +21,10 @@ ocr *args:
 query *args:
     @{{python}} -m etl.cli query "$@"
 
+# ranked full-text search over a dataset's lines (English and Japanese; the index updates itself): out=PATH q="..." [engine=] [limit=10]
+search *args:
+    @{{python}} -m etl.cli search "$@"
+
 # build a manifest from a folder or s3:// prefix of images: src=FOLDER out=FILE
 manifest *args:
     @{{python}} -m etl.cli manifest "$@"

@@ -33,6 +33,7 @@ USAGE = """usage:
       [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
       [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)]
   query out=PATH (sql="..." | file=sql/NAME.sql)
+  search out=PATH q="words or 日本語" [engine=NAME] [limit=10]
   manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
   estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]"""
 
@@ -263,6 +264,31 @@ def cmd_query(kv: dict[str, str]) -> int:
     return EXIT_OK
 
 
+def cmd_search(kv: dict[str, str]) -> int:
+    from etl.search import search
+
+    if not kv.get("out") or not kv.get("q"):
+        raise UsageError(f"search needs out=PATH and q=\"words to find\"\n{USAGE}")
+    from etl import storage
+
+    fs, path = storage.url_to_fs(kv["out"])
+    if not fs.exists(path):
+        raise UsageError(f"no dataset at out={kv['out']}: nothing has been written there yet")
+    hits = search(kv["out"], kv["q"], limit=int(kv.get("limit", 10)), engine=kv.get("engine") or None,
+                  on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
+    if hits.is_empty():
+        console.print(f"no line matches {kv['q']!r}")
+        return EXIT_OK
+    table = Table(title=f"{hits.height} best lines for {kv['q']!r}", title_justify="left")
+    for col in ("page_id", "engine", "score", "line", "box (x0, y0, x1, y1)"):
+        table.add_column(col, no_wrap=col != "line")
+    for r in hits.iter_rows(named=True):
+        box = "" if r["x0"] is None else f"{r['x0']:.0f}, {r['y0']:.0f}, {r['x1']:.0f}, {r['y1']:.0f}"
+        table.add_row(r["page_id"], r["engine"], f"{r['score']:.2f}", Text(r["text"]), box)
+    out_console.print(table)
+    return EXIT_OK
+
+
 def cmd_manifest(kv: dict[str, str]) -> int:
     from etl.manifest import build_manifest
 
@@ -293,7 +319,7 @@ def _runtime(kv: dict[str, str], action: str) -> int:
     return subprocess.call(cmd + [name])
 
 
-COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "manifest": cmd_manifest, "estimate": cmd_estimate,
+COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "search": cmd_search, "manifest": cmd_manifest, "estimate": cmd_estimate,
             "runtime-build": lambda kv: _runtime(kv, "build"), "runtime-deploy": lambda kv: _runtime(kv, "deploy")}
 
 
