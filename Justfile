@@ -25,6 +25,10 @@ query *args:
 search *args:
     @{{python}} -m etl.cli search "$@"
 
+# write a dataset for readers, archives and training: out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=] [title=]
+export *args:
+    @{{python}} -m etl.cli export "$@"
+
 # build a manifest from a folder or s3:// prefix of images: src=FOLDER out=FILE
 manifest *args:
     @{{python}} -m etl.cli manifest "$@"

@@ -34,6 +34,7 @@ USAGE = """usage:
       [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)]
   query out=PATH (sql="..." | file=sql/NAME.sql)
   search out=PATH q="words or 日本語" [engine=NAME] [limit=10]
+  export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] [title=SERIES]
   manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
   estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]"""
 
@@ -289,6 +290,16 @@ def cmd_search(kv: dict[str, str]) -> int:
     return EXIT_OK
 
 
+def cmd_export(kv: dict[str, str]) -> int:
+    from etl.export import FORMATS, export
+
+    if not kv.get("out") or not kv.get("format") or not kv.get("dest"):
+        raise UsageError(f"export needs out=DATASET format={'|'.join(FORMATS)} dest=FOLDER_OR_PREFIX\n{USAGE}")
+    s = export(kv["out"], kv["format"], kv["dest"], engine=kv.get("engine") or None, title=kv.get("title") or None)
+    console.print(f"{s.pages} pages -> {len(s.files)} {s.format} file(s) under {kv['dest']}")
+    return EXIT_OK
+
+
 def cmd_manifest(kv: dict[str, str]) -> int:
     from etl.manifest import build_manifest
 
@@ -319,7 +330,7 @@ def _runtime(kv: dict[str, str], action: str) -> int:
     return subprocess.call(cmd + [name])
 
 
-COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "search": cmd_search, "manifest": cmd_manifest, "estimate": cmd_estimate,
+COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "search": cmd_search, "export": cmd_export, "manifest": cmd_manifest, "estimate": cmd_estimate,
             "runtime-build": lambda kv: _runtime(kv, "build"), "runtime-deploy": lambda kv: _runtime(kv, "deploy")}
 
 
