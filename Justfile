@@ -29,6 +29,10 @@ search *args:
 export *args:
     @{{python}} -m etl.cli export "$@"
 
+# page vectors (hashed character trigrams, offline) for sql/join_embeddings.sql: out=PATH [engine=]
+embed *args:
+    @{{python}} -m etl.cli embed "$@"
+
 # build a manifest from a folder or s3:// prefix of images: src=FOLDER out=FILE
 manifest *args:
     @{{python}} -m etl.cli manifest "$@"

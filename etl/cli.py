@@ -34,6 +34,7 @@ USAGE = """usage:
       [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)]
   query out=PATH (sql="..." | file=sql/NAME.sql)
   search out=PATH q="words or 日本語" [engine=NAME] [limit=10]
+  embed out=PATH [engine=NAME]   (page vectors for sql/join_embeddings.sql)
   export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] [title=SERIES]
   manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
   estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]"""
@@ -300,6 +301,17 @@ def cmd_export(kv: dict[str, str]) -> int:
     return EXIT_OK
 
 
+def cmd_embed(kv: dict[str, str]) -> int:
+    from etl.embed import HASHED_MODEL, embed_pages
+
+    if not kv.get("out"):
+        raise UsageError(f"embed needs out=DATASET\n{USAGE}")
+    n = embed_pages(kv["out"], engine=kv.get("engine") or None)
+    console.print(f"{n} page vectors ({HASHED_MODEL}) -> {kv['out']}/embeddings; nearest pages: "
+                  f"just query out={kv['out']} file=sql/join_embeddings.sql")
+    return EXIT_OK
+
+
 def cmd_manifest(kv: dict[str, str]) -> int:
     from etl.manifest import build_manifest
 
@@ -330,7 +342,7 @@ def _runtime(kv: dict[str, str], action: str) -> int:
     return subprocess.call(cmd + [name])
 
 
-COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "search": cmd_search, "export": cmd_export, "manifest": cmd_manifest, "estimate": cmd_estimate,
+COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "search": cmd_search, "export": cmd_export, "embed": cmd_embed, "manifest": cmd_manifest, "estimate": cmd_estimate,
             "runtime-build": lambda kv: _runtime(kv, "build"), "runtime-deploy": lambda kv: _runtime(kv, "deploy")}
 
 

@@ -65,7 +65,26 @@ def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,
             "union_by_name = true, hive_partitioning = false)"
         )
     con.execute((SQL_DIR / "views.sql").read_text())
+    _embeddings_view(con, out)
     return con
+
+
+def _embeddings_view(con: duckdb.DuckDBPyConnection, out: str) -> None:
+    """`embeddings` (page_id, engine, config_hash, model, vector) from OUT/embeddings/, empty when none."""
+    from etl.embed import EMBEDDINGS_DIR, SCHEMA
+
+    fs, files = storage.glob_parquet(storage.join(out, EMBEDDINGS_DIR))
+    if not files:
+        con.register("_empty_embeddings", pa.Table.from_pylist([], schema=SCHEMA))
+        con.execute("CREATE OR REPLACE VIEW embeddings AS SELECT * FROM _empty_embeddings")
+        return
+    if not isinstance(fs, LocalFileSystem):
+        if not con.filesystem_is_registered(_protocol(fs)):
+            con.register_filesystem(fs)
+        files = [fs.unstrip_protocol(f) for f in files]
+    names = ", ".join(f"'{_quote(f)}'" for f in files)
+    con.execute(f"CREATE OR REPLACE VIEW embeddings AS SELECT * FROM read_parquet([{names}], union_by_name = true, "
+                "hive_partitioning = false)")
 
 
 def query(out: str, sql: str):

@@ -125,3 +125,18 @@ def test_jsonl_streams_pages_in_chunks_and_the_cli_needs_an_engine_when_there_ar
     assert all(w["text"] for r in rows for b in r["blocks"] for ln in b["lines"] for w in ln["words"])
     assert main(["export", f"out={two_volumes}", "format=pdf", f"dest={tmp_path / 'x'}"]) == 2
     assert "one of mokuro" in capsys.readouterr().err
+
+
+def test_embeddings_made_offline_find_the_nearest_pages_with_the_shipped_query(two_volumes, capsys):
+    from etl.embed import embed_pages
+    from etl.query import SQL_DIR, query
+
+    assert embed_pages(two_volumes) == 5
+    assert embed_pages(two_volumes) == 5  # a rerun replaces the model's file: one vector per page
+    assert query(two_volumes, "select count(*) as n from embeddings")["n"][0] == 5
+    sql = (SQL_DIR / "join_embeddings.sql").read_text()
+    nearest = {r["page_id"]: r["neighbour"] for r in query(two_volumes, sql).iter_rows(named=True) if r["rank"] == 1}
+    assert nearest["manga-0"] == "manga-1" and nearest["manga-1"] == "manga-0", nearest  # Japanese beside Japanese
+    assert all(nearest[f"comic-00{i}"].startswith("comic") for i in range(3)), nearest
+    assert main(["query", f"out={two_volumes}", "file=sql/join_embeddings.sql"]) == 0
+    assert "manga-1" in capsys.readouterr().out
