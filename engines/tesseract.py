@@ -113,11 +113,18 @@ class TesseractEngine(Engine):
         return cfg + (f" --oem {o.oem}" if o.oem is not None else "")
 
     def _data(self, image: Image.Image, default_psm: int) -> dict:
+        # Handed to Tesseract as an uncompressed PNM file: pytesseract would encode a PNG, which
+        # costs as much CPU as Tesseract's own work on a large painted page (BENCHMARKS.md).
+        import tempfile
+
         try:
-            return pytesseract.image_to_data(
-                image, lang=self.options.lang, config=self._config(default_psm),
-                output_type=pytesseract.Output.DICT, timeout=self.options.timeout,
-            )
+            with tempfile.NamedTemporaryFile(prefix="comic-ocr-", suffix=".pnm") as f:
+                (image if image.mode in ("L", "RGB") else image.convert("RGB")).save(f, format="PPM")
+                f.flush()
+                return pytesseract.image_to_data(
+                    f.name, lang=self.options.lang, config=self._config(default_psm),
+                    output_type=pytesseract.Output.DICT, timeout=self.options.timeout,
+                )
         except RuntimeError as exc:  # pytesseract signals its timeout this way
             if "timeout" in str(exc).lower():
                 raise PageTimeout(f"tesseract took longer than {self.options.timeout:g} s") from None
