@@ -143,13 +143,9 @@ def _safe(name: str) -> str:
 
 
 def _put(dest: str, rel: str, text: str) -> str:
-    uri = storage.join(dest, rel)
-    fs, path = storage.url_to_fs(uri)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with fs.open(path + ".tmp", "w", encoding="utf-8") as f:
+    with _Stream(dest, rel) as f:  # a reader never sees half a file
         f.write(text)
-    fs.mv(path + ".tmp", path)  # a reader never sees half a file
-    return uri
+    return storage.join(dest, rel)
 
 
 def _i(v: float) -> int:
