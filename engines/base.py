@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from etl.errors import ConfigError
-from etl.schema import PageResult
+from etl.schema import Element, PageResult
 
 # name -> "module:Class", imported on first use (PyTorch and Paddle only when asked for).
 REGISTRY: dict[str, str] = {
@@ -90,8 +90,43 @@ class Engine(ABC):
     def read(self, image: Image.Image) -> PageResult:
         """Recognise one page. Raise etl.errors.PageError subclasses on failure."""
 
+    def read_lines(self, image: Image.Image, lines: list[dict]) -> PageResult:
+        """Re-read some lines of a page (a cascade stage; runs on the worker).
+
+        `lines`: {"line_no", "x0", "y0", "x1", "y1"} in page pixels, from an earlier reading.
+        Returns one line element per line, in the given box, with `line_no` as its reading
+        order. Default: each line's crop (with a margin) read as a page of its own.
+        """
+        elements, usage = [], {}
+        for line in lines:
+            result = self.read(line_crop(image, line))
+            found = sorted((e for e in result.elements if e.level == "line"), key=lambda e: e.reading_order)
+            confs = [e.confidence for e in found if e.confidence is not None]
+            elements.append(reread_element(line, " ".join(e.text for e in found) or result.text.strip(),
+                                           min(confs) if confs else None))
+            for key, value in result.usage.items():
+                if isinstance(value, (int, float)):
+                    usage[key] = usage.get(key, 0) + value
+        return PageResult(elements=elements, text="\n".join(e.text for e in elements), usage=usage)
+
     def close(self) -> None:
         """Free models and resources at the end of a batch."""
+
+
+def line_crop(image: Image.Image, line: dict, margin: float = 0.15) -> Image.Image:
+    """A line's box with a margin of `margin` times its thickness (the shorter side) around it."""
+    x0, y0, x1, y1 = (float(line[k]) for k in ("x0", "y0", "x1", "y1"))
+    pad = margin * min(x1 - x0, y1 - y0)
+    return image.crop((max(0, int(x0 - pad)), max(0, int(y0 - pad)),
+                       min(image.width, int(x1 + pad) + 1), min(image.height, int(y1 + pad) + 1)))
+
+
+def reread_element(line: dict, text: str, confidence: float | None) -> Element:
+    """The element a re-read line becomes: the new text in the earlier reading's box and place."""
+    return Element(text=text, level="line", confidence=confidence, x0=line["x0"], y0=line["y0"], x1=line["x1"],
+                   y1=line["y1"], polygon=[tuple(p) for p in line["polygon"]] if line.get("polygon") else None,
+                   block_id=line.get("block_id"), line_id=line["line_no"], reading_order=line["line_no"],
+                   vertical=bool(line.get("vertical")))
 
 
 def available() -> list[str]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from engines.base import Engine
+from engines.base import Engine, line_crop, reread_element
 from etl.errors import ConfigError, EngineError, TransientError
 from etl.redact import redact
 from etl.schema import Element, PageResult
@@ -118,11 +118,14 @@ class VlmEngine(Engine):
         return f"{v}; crops from {self._detector.version}" if self._detector else v
 
     # -- image ----------------------------------------------------------------------------
-    def prepare(self, image: Image.Image) -> tuple[bytes, str, tuple[int, int]]:
-        """Downscale to max_side (family may adjust), encode; return bytes, MIME type, size sent."""
+    def prepare(self, image: Image.Image, boxes: bool = True) -> tuple[bytes, str, tuple[int, int]]:
+        """Downscale to max_side (the family may adjust the size where it answers with boxes),
+        encode; return bytes, MIME type, size sent."""
         w, h = image.size
         scale = min(1.0, self.options.max_side / max(w, h))
-        size = self.sent_size(max(1, round(w * scale)), max(1, round(h * scale)))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if boxes:
+            size = self.sent_size(*size)
         img = image.convert("RGB") if image.mode not in ("RGB", "L") else image
         if size != img.size:
             img = img.resize(size, Image.LANCZOS)
@@ -186,7 +189,7 @@ class VlmEngine(Engine):
 
     def _answer(self, image: Image.Image, prompt: str | None = None):
         """Send one image; return (answer text, choice, response, size sent). Bad answers raise."""
-        data, mime, sent = self.prepare(image)
+        data, mime, sent = self.prepare(image, boxes=prompt is None)  # a line's crop comes back as text only
         response = self.ask(data, mime, prompt)
         choices = getattr(response, "choices", None) or []
         if not choices:
@@ -230,22 +233,21 @@ class VlmEngine(Engine):
 
         quads = self._detector(np.asarray(image.convert("RGB")))
         boxes = [Box(*q.min(0), *q.max(0)) for q in quads]
-        elements, texts = [], []
+        lines = [{"line_no": order, "block_id": block, "x0": boxes[i].x0, "y0": boxes[i].y0, "x1": boxes[i].x1,
+                  "y1": boxes[i].y1, "polygon": [(float(x), float(y)) for x, y in quads[i]]}
+                 for order, (block, i) in enumerate(reading_sequence(boxes, rtl=self.options.rtl))]
+        return self.read_lines(image, lines)
+
+    def read_lines(self, image: Image.Image, lines: list[dict]) -> PageResult:
+        """Each line's crop sent with the transcription prompt: one small request a line."""
+        elements = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "model": self.options.model}
-        for order, (block, i) in enumerate(reading_sequence(boxes, rtl=self.options.rtl)):
-            b = boxes[i]
-            pad = 0.15 * (b.y1 - b.y0)
-            crop = image.crop((max(0, int(b.x0 - pad)), max(0, int(b.y0 - pad)),
-                               min(image.width, int(b.x1 + pad) + 1), min(image.height, int(b.y1 + pad) + 1)))
-            answer, choice, response, _ = self._answer(crop, CROP_PROMPT)
-            text = " ".join(answer.split())
+        for line in lines:
+            answer, choice, response, _ = self._answer(line_crop(image, line), CROP_PROMPT)
             for key in ("prompt_tokens", "completion_tokens"):
                 usage[key] += getattr(getattr(response, "usage", None), key, 0) or 0
-            elements.append(Element(text=text, level="line", confidence=_confidence(choice), x0=b.x0, y0=b.y0,
-                                    x1=b.x1, y1=b.y1, polygon=[(float(x), float(y)) for x, y in quads[i]],
-                                    block_id=block, line_id=order, reading_order=order))
-            texts.append(text)
-        return PageResult(elements=elements, text="\n".join(texts), usage=usage)
+            elements.append(reread_element(line, " ".join(answer.split()), _confidence(choice)))
+        return PageResult(elements=elements, text="\n".join(e.text for e in elements), usage=usage)
 
     def _to_source(self, source: tuple[int, int], sent: tuple[int, int]) -> tuple[float, float]:
         grid = {"norm1000": 1000.0, "norm999": 999.0}.get(self.options.coords)

@@ -15,7 +15,7 @@ from etl import plan, storage
 from etl.errors import ConfigError
 from etl.manifest import build_manifest, load_manifest, pages_from, uri_warnings
 from etl.query import connect, query
-from etl.schema import STATUS_ERROR, STATUS_OK, page_table
+from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING, page_table
 from etl.worker import checkpointed, client_identity, process_batch, shard_uri
 
 __all__ = ["RunSummary", "build_manifest", "connect", "query", "run_ocr"]
@@ -50,6 +50,10 @@ class RunSummary:
     completion_tokens: int = 0
     cost_usd: float | None = None  # estimated from costs.yaml's model prices
     calls_retried: int = 0  # failed call attempts that Lithops ran again
+    pending: int = 0  # left unread on purpose: the budget (max_cost_usd) was spent
+    budget_usd: float | None = None
+    reread_of: str | None = None  # a cascade stage: the reading ("ENGINE:CONFIG_HASH") whose lines it re-read
+    lines: int = 0  # a cascade stage: lines sent to the engine
 
     @property
     def processed(self) -> int:
@@ -87,6 +91,8 @@ def run_ocr(
     max_pixels: int | None = None,
     max_bytes: int | None = None,
     checkpoint: int | None = None,
+    max_cost_usd: float | None = None,
+    reread: Reread | None = None,
     on_start: Callable[[RunSummary], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     on_batch: Callable[[dict], None] | None = None,
@@ -95,7 +101,9 @@ def run_ocr(
     """OCR every page of `manifest` not yet done into the dataset at `out` (default: out).
 
     Or the pages chosen by SQL: `from_` a dataset, `where` a condition over its `pages` view;
-    `out` is then that dataset unless given.
+    `out` is then that dataset unless given. `max_cost_usd` caps an API engine's spend: pages
+    past it become `pending` rows that a rerun reads. `reread` (a cascade stage, etl.cascade)
+    re-reads only the chosen lines of another reading.
 
     Raises UsageError (ManifestError, ConfigError) before any work when the
     manifest, the options or the environment are unusable. Failed pages do not
@@ -117,13 +125,21 @@ def run_ocr(
         raise ConfigError(f"batch must be >= 1, not {batch}")
     if checkpoint is not None and checkpoint < 1:
         raise ConfigError(f"checkpoint must be >= 1 page, not {checkpoint}")
-    if (manifest is None) == (from_ is None):
+    if max_cost_usd is not None and (max_cost_usd < 0 or _model_price(getattr(options, "model", None)) is None):
+        raise ConfigError(f"max_cost_usd needs an API engine whose model has a price in costs.yaml `models:` "
+                          f"({engine} {getattr(options, 'model', '') or ''} has none)" if max_cost_usd >= 0
+                          else f"max_cost_usd must be >= 0, not {max_cost_usd}")
+    if reread is not None:
+        manifest, from_, where = None, None, None
+        df = reread.frame
+    elif (manifest is None) == (from_ is None):
         raise ConfigError("give a manifest, or from_= a dataset (with where= a condition over its pages)")
     if where is not None and from_ is None:
         raise ConfigError("where= chooses pages of a dataset: give from_= (from= on the command line) too")
     out = out or from_ or "out"
-    df = load_manifest(manifest) if manifest is not None else pages_from(from_, where)
-    manifest = manifest or f"{from_} where {where or 'true'}"
+    if reread is None:
+        df = load_manifest(manifest) if manifest is not None else pages_from(from_, where)
+    manifest = manifest or (f"{from_} where {where or 'true'}" if from_ else f"lines of {reread.of}")
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, not {limit}")
@@ -134,14 +150,15 @@ def run_ocr(
             on_warning(w)
     if why := storage.check_writable(out):  # found now, not after all the OCR
         raise ConfigError(f"cannot write the dataset at out={out}: {why}")
-    cfg_hash = plan.config_hash(engine, options)
+    cfg_hash = plan.config_hash(engine, options, reread and {"of": reread.of, "when": reread.when})
     # Resume and the views read every shard: one damaged file must stop neither.
     for w in plan.set_aside_damaged(out, engine):
         warnings.append(w)
         if on_warning:
             on_warning(w)
     summary = RunSummary(run_id=new_run_id(), out=out, engine=engine, config_hash=cfg_hash, pages_total=df.height,
-                         backend=be, workers=workers_of(lconfig), warnings=warnings)
+                         backend=be, workers=workers_of(lconfig), warnings=warnings, budget_usd=max_cost_usd,
+                         reread_of=reread and reread.of)
     todo = df if force else plan.pending(df, plan.done_page_ids(out, engine, cfg_hash))
     summary.skipped = df.height - todo.height
     size = batch or plan.planned_batch_size(cls, options, todo.height, summary.workers, be)
@@ -162,12 +179,82 @@ def run_ocr(
         {"engine": engine, "options": opts, "out": out, "run_id": summary.run_id, "batch_id": b.batch_id,
          "config_hash": cfg_hash, "pages": b.pages(), "extra_columns": extra_columns,
          "page_timeout": page_timeout, "max_pixels": max_pixels, "max_bytes": max_bytes, "price": price,
-         "client": client, "checkpoint": checkpoint or _checkpoint_pages(cls, options)}
+         "client": client, "checkpoint": checkpoint or _checkpoint_pages(cls, options),
+         "reread_of": reread and reread.of}
         for b in batches
     ]
+    if reread is not None:
+        for task in tasks:
+            for page in task["pages"]:
+                page["lines"] = reread.lines[str(page["page_id"])]
+                summary.lines += len(page["lines"])
     # A call may take its pages' time limits plus start-up; Lithops kills it after.
     timeout = call_timeout or (page_timeout * size + 300)
     executor = LithopsExecutor(lconfig, retries=retries, call_timeout=timeout, preload=cls.preload_modules(options))
+    if max_cost_usd is None:
+        _run_tasks(executor, tasks, summary, retries, on_batch)
+    else:  # in waves, each given what is left of the budget
+        spend = Spend(max_cost_usd)
+        queue = tasks
+        while queue:
+            wave, queue = spend.admit(queue, summary.workers)
+            if not wave:
+                for task in queue:
+                    _account(summary, _record_pages(task, STATUS_PENDING, "budget", (
+                        f"not read: max_cost_usd={max_cost_usd:g} was spent (${spend.spent:.4f}); "
+                        "rerun with a higher one to read it")))
+                break
+            _run_tasks(executor, wave, summary, retries, on_batch, spend.observe)
+    summary.calls_retried = executor.retried
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+@dataclass(frozen=True)
+class Reread:
+    """A cascade stage's work: which lines of which reading to read again (etl.cascade builds it)."""
+
+    of: str  # the reading: "ENGINE:CONFIG_HASH"
+    when: str  # the condition that chose the lines (part of the stage's config hash)
+    frame: Any  # the pages (page_id, image_uri), a Polars frame
+    lines: dict[str, list[dict]]  # page id -> its lines: line_no, x0, y0, x1, y1, polygon, block_id, vertical
+
+
+class Spend:
+    """A run's budget across waves of calls: what is spent, the dearest request so far, and how much
+    of what is left each call of the next wave may spend (etl.worker.Allowance keeps to it)."""
+
+    def __init__(self, budget: float):
+        self.budget, self.spent, self.unit = budget, 0.0, None
+
+    def observe(self, result: dict) -> None:
+        for p in result["pages"]:
+            if p.get("cost_usd") is not None:
+                self.spent += p["cost_usd"]
+                if p["status"] == STATUS_OK:  # every request of the page was sent (a pending page stopped early)
+                    self.unit = max(self.unit or 0.0, p["cost_usd"] / (p.get("lines_reread") or 1))
+
+    def admit(self, queue: list[dict], workers: int) -> tuple[list[dict], list[dict]]:
+        """(the next wave, the rest). Until a price is known, one call alone; then as many calls
+        as there are workers, each allowed its pages' requests at the dearest price seen."""
+        left = self.budget - self.spent
+        if left <= 0 or (self.unit is not None and left < self.unit):
+            return [], queue
+        if self.unit is None:
+            return [{**queue[0], "budget_usd": left, "unit_cost_usd": None}], queue[1:]
+        wave = []
+        for task in queue[:max(1, workers)]:
+            need = self.unit * sum(len(p.get("lines") or [None]) for p in task["pages"])
+            wave.append({**task, "budget_usd": min(need, left), "unit_cost_usd": self.unit})
+            left -= need
+            if left < self.unit:
+                break
+        return wave, queue[len(wave):]
+
+
+def _run_tasks(executor, tasks: list[dict], summary: RunSummary, retries: int,
+               on_batch: Callable[[dict], None] | None, on_result: Callable[[dict], None] | None = None) -> None:
+    """Run the calls to the end: every page of every task gets its row (read, failed or pending)."""
     todo_tasks, attempt = tasks, 0
     while todo_tasks:
         lost, seen = [], set()
@@ -181,14 +268,11 @@ def run_ocr(
                     continue
             if error is None and result.get("write_error"):  # disk full, read-only: not retried
                 error = OutputUnwritable(result["write_error"])
-            _finish_batch(summary, task, result, error, retries, on_batch)
+            _finish_batch(summary, task, result, error, retries, on_batch, on_result)
         for i in sorted(set(range(len(todo_tasks))) - seen):  # "all ok" means every page has a row
             _finish_batch(summary, todo_tasks[i], None, ResultLost("Lithops reported nothing for this call"),
-                          retries, on_batch)
+                          retries, on_batch, on_result)
         todo_tasks, attempt = lost, attempt + 1
-    summary.calls_retried = executor.retried
-    summary.elapsed_s = time.perf_counter() - t0
-    return summary
 
 
 CHECKPOINT_S = 60.0  # a worker writes what it has read about this often: a killed call loses at most that
@@ -223,7 +307,8 @@ def _not_result_of(task: dict, result: Any) -> str | None:
 
 
 def _finish_batch(summary: RunSummary, task: dict, result: dict | None, error: BaseException | None,
-                  retries: int, on_batch: Callable[[dict], None] | None) -> None:
+                  retries: int, on_batch: Callable[[dict], None] | None,
+                  on_result: Callable[[dict], None] | None = None) -> None:
     if error is not None:
         summary.failed_batches += 1
         try:  # the chunks its worker wrote before it died stand; the rest become error rows
@@ -238,6 +323,8 @@ def _finish_batch(summary: RunSummary, task: dict, result: dict | None, error: B
             summary.unrecorded += len(result["pages"])
         result["pages"] = list(saved.values()) + result["pages"]
     _account(summary, result)
+    if on_result:
+        on_result(result)
     if on_batch:
         on_batch(result)
 
@@ -267,6 +354,8 @@ def _account(summary: RunSummary, result: dict) -> None:
             summary.cost_usd = (summary.cost_usd or 0) + p["cost_usd"]
         if p["status"] == STATUS_OK:
             summary.ok += 1
+        elif p["status"] == STATUS_PENDING:
+            summary.pending += 1
         else:
             summary.failed += 1
             summary.error_kinds[p["error_kind"]] += 1
@@ -300,15 +389,25 @@ def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict
             OutputUnwritable: "output_unwritable"}.get(
         type(error), "batch_failed")
     tries = "not retried" if isinstance(error, OutputUnwritable) else f"{retries} retries"
-    message = f"batch {task['batch_id']} failed ({tries}): {type(error).__name__}: {error}"[:500]
+    return _record_pages(task, STATUS_ERROR, kind,
+                         f"batch {task['batch_id']} failed ({tries}): {type(error).__name__}: {error}"[:500])
+
+
+def _record_pages(task: dict, status: str, kind: str, message: str) -> dict:
+    """Rows for a batch's pages that its worker did not write (failed, or left pending), under a
+    name of their own (never over the worker's shard); the views prefer any success over them."""
     now = datetime.now(timezone.utc)
     rows = [
         {"page_id": p["page_id"], "image_uri": p["image_uri"], "engine": task["engine"],
          "config_hash": task["config_hash"], "run_id": task["run_id"], "batch_id": task["batch_id"],
-         "status": STATUS_ERROR, "error_kind": kind, "error": message, "processed_at": now,
-         "extra": p.get("extra", {})}
+         "status": status, "error_kind": kind, "error": message, "processed_at": now,
+         "extra": p.get("extra", {}), "reread_of": task.get("reread_of"),
+         "lines_reread": len(p["lines"]) if p.get("lines") is not None else None}
         for p in task["pages"]
     ]
-    name = f"{task['batch_id']}-failed-{task['run_id']}"
+    name = f"{task['batch_id']}-{status if status != STATUS_ERROR else 'failed'}-{task['run_id']}"
     storage.write_parquet_atomic(page_table(rows, task["extra_columns"]), shard_uri(task["out"], "pages", task["engine"], name))
-    return _failed_pages(task, kind, message)
+    result = _failed_pages(task, kind, message)
+    for p in result["pages"]:
+        p["status"] = status
+    return result

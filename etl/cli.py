@@ -26,12 +26,14 @@ RUN_KEYS = {  # key -> type; every other key=value is an engine option
     "manifest": str, "from": str, "where": str, "engine": str, "out": str, "batch": int, "workers": int, "backend": str,
     "config": str, "limit": int, "force": bool, "retries": int, "page_timeout": float,
     "call_timeout": float, "max_pixels": int, "max_bytes": int, "progress": bool, "show": int,
-    "checkpoint": int,
+    "checkpoint": int, "max_cost_usd": float, "cascade": str, "when": str,
 }
 USAGE = """usage:
   ocr (manifest=PATH | from=DATASET [where="SQL over its pages view"]) [engine=ppocrv6] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
       [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
-      [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)]
+      [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)] [max_cost_usd=USD]
+  ocr manifest=PATH cascade=CHEAP,STRONG[,...] [when="SQL over best_lines (default confidence < 0.9)"]
+      [max_cost_usd=USD] [ENGINE.option=value]   (each later engine re-reads only the doubtful lines)
   query out=PATH (sql="..." | file=sql/NAME.sql)
   search out=PATH q="words or 日本語" [engine=NAME] [limit=10]
   embed out=PATH [engine=NAME]   (page vectors for sql/join_embeddings.sql)
@@ -80,9 +82,14 @@ def cmd_ocr(kv: dict[str, str]) -> int:
     live = console.is_terminal if live is None else live
     run_args = {k: v for k, v in run_args.items() if v is not None}
     progress = RunProgress(live)
+    callbacks = dict(on_start=progress.start, on_batch=progress.batch,
+                     on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
     try:
-        summary = run_ocr(**run_args, **engine_options, on_start=progress.start, on_batch=progress.batch,
-                          on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
+        if "cascade" in run_args:
+            return _cascade(run_args, engine_options, callbacks, progress, kv, shown)
+        if "when" in run_args:
+            raise UsageError("when= chooses the lines a cascade's later engines re-read: give cascade=A,B too")
+        summary = run_ocr(**run_args, **engine_options, **callbacks)
     except KeyboardInterrupt:  # Ctrl-C: what is written stays; resume reads the rest
         progress.stop()
         console.print(f"interrupted: {progress.ok + progress.failed} pages written ({progress.ok} ok, "
@@ -93,6 +100,32 @@ def cmd_ocr(kv: dict[str, str]) -> int:
     print_summary(summary, kv)
     print_text(summary, 5 if shown is None else shown)
     return EXIT_OK if summary.all_ok else EXIT_PAGES_FAILED
+
+
+def _cascade(run_args: dict, engine_options: dict, callbacks: dict, progress: "RunProgress", kv: dict, shown) -> int:
+    from etl.cascade import DEFAULT_WHEN, run_cascade
+
+    stages = [e.strip() for e in run_args.pop("cascade").split(",") if e.strip()]
+    if "engine" in run_args:
+        raise UsageError("give engine= or cascade=, not both (the cascade's first engine reads every page)")
+    when = run_args.pop("when", None) or DEFAULT_WHEN
+
+    def on_stage(k: int, engine: str) -> None:
+        progress.stop()
+        what = "every page" if k == 0 else f"the lines of {stages[0]}'s reading where {when}"
+        console.print(f"[bold]stage {k + 1}/{len(stages)}[/]: {engine} reads {what}")
+
+    result = run_cascade(stages, run_args.pop("manifest", None), run_args.pop("out", None),
+                         from_=run_args.pop("from_", None), where=run_args.pop("where", None), when=when,
+                         on_stage=on_stage, **run_args, **engine_options, **callbacks)
+    progress.stop()
+    for s in result.stages:
+        print_summary(s, kv)
+    if result.budget_usd is not None:
+        out_console.print(f"budget: ${result.cost_usd:,.4f} spent of ${result.budget_usd:,.4f}, "
+                          f"${max(0.0, result.budget_usd - result.cost_usd):,.4f} left")
+    print_text(result.stages[0], 5 if shown is None else shown, best=True)
+    return EXIT_OK if result.all_ok else EXIT_PAGES_FAILED
 
 
 class RunProgress:
@@ -113,13 +146,14 @@ class RunProgress:
             f"({s.backend}, {s.workers} workers) -> {s.out}"
         )
         self.total, self.t0 = s.pages_total - s.skipped, time.monotonic()
+        self.ok, self.failed, self.cost = 0, 0, None
         self.task = self.bar.add_task("pages", total=self.total, status="")
         self.bar.start()
 
     def batch(self, result: dict) -> None:
         for p in result["pages"]:
-            if p["status"] == "ok":
-                self.ok += 1
+            if p["status"] in ("ok", "pending"):  # pending: left for a rerun on purpose (budget)
+                self.ok += p["status"] == "ok"
             else:
                 self.failed += 1
             if p.get("cost_usd") is not None:
@@ -137,15 +171,17 @@ class RunProgress:
         self.bar.stop()
 
 
-def print_text(s, n: int, lines: int = 6, width: int = 100) -> None:
-    """The text of the first `n` pages (by page id) read with this run's engine and options."""
+def print_text(s, n: int, lines: int = 6, width: int = 100, best: bool = False) -> None:
+    """The text of the first `n` pages (by page id) read with this run's engine and options (`best`:
+    their best reading, a cascade's lines re-read by its later engines included)."""
     if n <= 0 or not s.ok + s.skipped:
         return
     from etl.query import connect
 
+    view = "best_text" if best else "page_text"
     try:
         con = connect(s.out, on_warning=lambda w: None)
-        rows = con.execute("select page_id, text from page_text where engine = ? and config_hash = ? "
+        rows = con.execute(f"select page_id, text from {view} where engine = ? and config_hash = ? "
                            "order by page_id limit ?", [s.engine, s.config_hash, n]).fetchall()
         con.close()
     except Exception as exc:  # a preview must never turn a finished run into a failure
@@ -165,8 +201,12 @@ def print_text(s, n: int, lines: int = 6, width: int = 100) -> None:
 def print_summary(s, kv: dict[str, str]) -> None:
     table = Table(title=f"run {s.run_id}", show_header=False, title_justify="left")
     table.add_row("engine", f"{s.engine} ({s.engine_version or 'not started'}), config {s.config_hash}")
-    table.add_row("pages", f"{s.pages_total} in manifest: [green]{s.ok} ok[/], "
-                  f"[{'red' if s.failed else 'green'}]{s.failed} failed[/], {s.skipped} skipped (already done)")
+    pending = f", [yellow]{s.pending} pending[/] (budget spent)" if s.pending else ""
+    table.add_row("pages", f"{s.pages_total} {'with doubtful lines' if s.reread_of else 'in manifest'}: "
+                  f"[green]{s.ok} ok[/], [{'red' if s.failed else 'green'}]{s.failed} failed[/]{pending}, "
+                  f"{s.skipped} skipped (already done)")
+    if s.reread_of:
+        table.add_row("lines", f"{s.lines} lines of {s.reread_of} re-read")
     rate = f", {s.pages_per_s:.2f} pages/s" if s.processed else ""
     retried = f", {s.calls_retried} calls retried" if s.calls_retried else ""
     table.add_row("time", f"{s.elapsed_s:.1f} s{rate}, {s.batches} batches of <= {s.batch_size}, "
@@ -178,6 +218,10 @@ def print_summary(s, kv: dict[str, str]) -> None:
         table.add_row("tokens", f"{s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion{cost}")
     elif s.processed:
         table.add_row("cost", _cost_line(s))
+    if s.budget_usd is not None:
+        table.add_row("budget", f"${s.cost_usd or 0:,.4f} spent of max_cost_usd={s.budget_usd:g}, "
+                      f"${max(0.0, s.budget_usd - (s.cost_usd or 0)):,.4f} left"
+                      + (f"; {s.pending} pages pending: rerun with a higher max_cost_usd= to read them" if s.pending else ""))
     table.add_row("output", s.out)
     if s.failed:
         kinds = ", ".join(f"{k}: {n}" for k, n in s.error_kinds.most_common())

@@ -132,7 +132,9 @@ def score_pages(truth: dict[str, str], texts: dict[str, str | None], norm: Norm)
     return pl.DataFrame(rows)
 
 
-def run(sets: list[EvalSet], specs: list[str], out_dir: Path, norm: Norm, limit: int | None = None) -> pl.DataFrame:
+def run(sets: list[EvalSet], specs: list[str], out_dir: Path, norm: Norm, limit: int | None = None,
+        lines: dict[str, list[pl.DataFrame]] | None = None) -> pl.DataFrame:
+    """Each spec over each set; per-page scores. `lines` collects every line's check by spec."""
     from etl.api import run_ocr
 
     results = []
@@ -148,11 +150,100 @@ def run(sets: list[EvalSet], specs: list[str], out_dir: Path, norm: Norm, limit:
                 continue
             texts = page_texts(str(out_dir / "data" / es.name), engine, summary.config_hash)
             per_page = score_pages({k: v for k, v in truth.items() if k in texts or limit is None}, texts, norm)
+            if lines is not None:
+                lines.setdefault(label, []).append(
+                    line_checks(str(out_dir / "data" / es.name), engine, summary.config_hash, truth, norm))
             results.append(per_page.with_columns(pl.lit(es.name).alias("set"), pl.lit(label).alias("engine"),
                                                  pl.lit(summary.page_seconds / max(1, summary.processed)).alias("s_per_page")))
     if not results:
         raise UsageError("nothing was evaluated")
     return pl.concat(results, how="diagonal_relaxed")
+
+
+def line_checks(out: str, engine: str, config_hash: str, truth: dict[str, str], norm: Norm) -> pl.DataFrame:
+    """Every line the engine read, with its confidence and whether it was read right: all its words
+    (characters, for CJK) are in the page's transcript. What a cascade's threshold acts on."""
+    from etl.query import connect
+
+    con = connect(out)
+    lines = con.execute("select page_id, text, confidence from elements where engine = ? and config_hash = ? "
+                        "and level = 'line' and confidence is not null", [engine, config_hash]).fetchall()
+    con.close()
+    rows, pages = [], {}
+    for pid, text, conf in lines:
+        if pid not in truth:
+            continue
+        if pid not in pages:
+            t = normalize(truth[pid], norm)
+            pages[pid] = (Counter(units(t, bool(CJK.search(t)))), bool(CJK.search(t)))
+        have, by_char = pages[pid]
+        got = Counter(units(normalize(text, norm), by_char))
+        if got:
+            rows.append({"page_id": pid, "confidence": float(conf), "right": not (got - have)})
+    return pl.DataFrame(rows, schema={"page_id": pl.String, "confidence": pl.Float64, "right": pl.Boolean})
+
+
+TRUSTED_ACCURACY = 0.95  # the recommended threshold: lines at or above it are read right this often
+
+
+def calibration(lines: pl.DataFrame, bins: int = 10) -> tuple[pl.DataFrame, float | None]:
+    """Reliability table (per confidence bin: lines, share read right, mean confidence) and the
+    recommended cascade threshold: the lowest t at which the lines of confidence >= t are read
+    right TRUSTED_ACCURACY of the time (None when no t reaches it)."""
+    table = (lines.with_columns((pl.col("confidence").clip(0, 0.999999) * bins).floor().alias("bin"))
+             .group_by("bin").agg(pl.len().alias("lines"), pl.col("right").mean().alias("accuracy"),
+                                  pl.col("confidence").mean().alias("mean_confidence"))
+             .sort("bin").with_columns((pl.col("bin") / bins).alias("from"), ((pl.col("bin") + 1) / bins).alias("to")))
+    best = None
+    for t in [i / 100 for i in range(100)]:
+        trusted = lines.filter(pl.col("confidence") >= t)
+        if trusted.height and trusted["right"].mean() >= TRUSTED_ACCURACY:
+            best = t
+            break
+    return table, best
+
+
+def calibration_markdown(lines_by_engine: dict[str, pl.DataFrame]) -> str:
+    out = ["## Calibrated confidence", "",
+           "A line is *read right* when all its words (characters, for Japanese) are in the page's transcript. "
+           f"Recommended cascade threshold: the lowest confidence t at which lines of confidence >= t are read "
+           f"right {TRUSTED_ACCURACY:.0%} of the time; lines below it are the ones a cascade re-reads.", "",
+           "| engine | lines | read right | ECE | threshold | share of lines under it | right, under it |",
+           "|---|---|---|---|---|---|---|"]
+    for engine, lines in lines_by_engine.items():
+        if lines.is_empty():
+            continue
+        table, t = calibration(lines)
+        ece = float(((table["accuracy"] - table["mean_confidence"]).abs() * table["lines"]).sum() / lines.height)
+        under = lines.filter(pl.col("confidence") < t) if t is not None else lines.head(0)
+        right_under = f"{under['right'].mean():.2f}" if under.height else "-"
+        out.append(f"| `{engine}` | {lines.height} | {lines['right'].mean():.3f} | {ece:.3f} | "
+                   f"{'none' if t is None else f'{t:.2f}'} | {under.height / lines.height:.2f} | {right_under} |")
+    return "\n".join(out) + "\n"
+
+
+def reliability_chart(lines_by_engine: dict[str, pl.DataFrame], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    for engine, lines in lines_by_engine.items():
+        if lines.is_empty():
+            continue
+        table, _ = calibration(lines)
+        ax.plot(table["mean_confidence"], table["accuracy"], "o-", label=f"{engine} ({lines.height} lines)")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("share of lines read right")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Reliability of line confidence (real pages)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def summarize(per_page: pl.DataFrame) -> pl.DataFrame:
@@ -238,15 +329,20 @@ def main(argv: list[str]) -> int:
             sets.append(EvalSet("generated", str(folder / "manifest.csv"), str(folder / "truth.jsonl")))
         if not sets:
             raise UsageError("give sets=FOLDER, manifest=M truth=T, or generated=N")
-        per_page = run(sets, specs, report_dir, norm, int(kv["limit"]) if kv.get("limit") else None)
+        checks: dict[str, list[pl.DataFrame]] = {}
+        per_page = run(sets, specs, report_dir, norm, int(kv["limit"]) if kv.get("limit") else None, checks)
     summary = summarize(per_page)
     report_dir.mkdir(parents=True, exist_ok=True)
     md = markdown(summary, per_page)
+    if "truth" not in kv or "manifest" in kv:
+        by_engine = {label: pl.concat(parts) for label, parts in checks.items()}
+        md += "\n" + calibration_markdown(by_engine)
+        reliability_chart(by_engine, report_dir / "reliability.png")
     (report_dir / "REPORT.md").write_text("# OCR evaluation\n\n" + (__doc__.split("\n\n")[2]) + "\n\n" + md)
     per_page.drop("truth", "output").write_csv(report_dir / "pages.csv")
     chart(summary, report_dir / "recall.png")
     print(md)
-    print(f"-> {report_dir}/REPORT.md, {report_dir}/recall.png, {report_dir}/pages.csv")
+    print(f"-> {report_dir}/REPORT.md, {report_dir}/recall.png, {report_dir}/reliability.png, {report_dir}/pages.csv")
     return 0
 
 

@@ -46,9 +46,13 @@ class Batch:
         ]
 
 
-def config_hash(engine: str, options) -> str:
-    """Hash of the engine and its options: same hash = same results expected."""
-    payload = json.dumps({"engine": engine, "options": dataclasses.asdict(options)}, sort_keys=True, default=str)
+def config_hash(engine: str, options, reread: dict | None = None) -> str:
+    """Hash of the engine and its options (and, for a cascade stage, which lines of which reading it
+    re-reads): same hash = same results expected."""
+    payload = {"engine": engine, "options": dataclasses.asdict(options)}
+    if reread:
+        payload["reread"] = reread
+    payload = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -41,8 +41,11 @@ def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,
         for path, why in damaged.items():
             (on_warning or warnings.warn)(f"damaged shard left out of the views: {path} ({why}); "
                                           "rerun the run that wrote it to read its pages again")
+        # Unioned by name with an empty table of today's schema: shards written before a column
+        # existed read it as null, and the views can name every column.
+        con.register(f"_empty_{table}", pa.Table.from_pylist([], schema=schema))
+        typed = f" UNION ALL BY NAME SELECT * FROM _empty_{table}"
         if not files:  # none yet, or none readable
-            con.register(f"_empty_{table}", pa.Table.from_pylist([], schema=schema))
             con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS SELECT * FROM _empty_{table}")
             continue
         if damaged:  # the sound files by name: a glob would take the damaged ones too
@@ -51,7 +54,7 @@ def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,
             names = ", ".join(f"'{_quote(f if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(f))}'"
                               for f in files)
             con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS SELECT * FROM read_parquet([{names}], "
-                        "union_by_name = true, hive_partitioning = false)")
+                        "union_by_name = true, hive_partitioning = false)" + typed)
             continue
         if isinstance(fs, LocalFileSystem):
             pattern = os.path.join(os.path.abspath(storage.url_to_fs(root)[1]), "**", "*.parquet")
@@ -62,7 +65,7 @@ def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,
             pattern = storage.join(out, table) + "/**/*.parquet"
         con.execute(
             f"CREATE OR REPLACE VIEW raw_{table} AS SELECT * FROM read_parquet('{_quote(pattern)}', "
-            "union_by_name = true, hive_partitioning = false)"
+            "union_by_name = true, hive_partitioning = false)" + typed
         )
     con.execute((SQL_DIR / "views.sql").read_text())
     _embeddings_view(con, out)

@@ -19,6 +19,8 @@ import pyarrow as pa
 LEVELS = ("word", "line", "block")
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
+# Not read yet, on purpose: the run's budget (max_cost_usd) was spent first. Resume reads it.
+STATUS_PENDING = "pending"
 
 
 @dataclass
@@ -63,7 +65,7 @@ PAGE_COLUMNS = [
     ("config_hash", pa.string()),
     ("run_id", pa.string()),
     ("batch_id", pa.string()),
-    ("status", pa.string()),  # ok | error
+    ("status", pa.string()),  # ok | error | pending
     ("error_kind", pa.string()),
     ("error", pa.string()),
     ("width", pa.int32()),
@@ -79,6 +81,10 @@ PAGE_COLUMNS = [
     ("cost_usd", pa.float64()),
     ("sent_width", pa.int32()),
     ("sent_height", pa.int32()),
+    # Cascade stages: the rows re-read some lines of another reading ("ENGINE:CONFIG_HASH"), not the
+    # page; their line elements carry the reading_order of the line they re-read (views: best_lines).
+    ("reread_of", pa.string()),
+    ("lines_reread", pa.int32()),
 ]
 PAGE_SCHEMA = pa.schema(PAGE_COLUMNS)
 

@@ -18,14 +18,14 @@ from datetime import datetime, timezone
 from etl import images, storage
 from etl.redact import redact, secrets_from_env
 from etl.errors import EngineError, InputError, PageError, PageTimeout, TransientError
-from etl.schema import STATUS_ERROR, STATUS_OK, element_table, page_table
+from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING, PageResult, element_table, page_table
 
 MAX_ERROR_CHARS = 500
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a comic page is a few MB; a 1 GB body is a mistake or an attack
 # The output's disk is full, read-only, over quota, or a path part is a file: no retry helps.
 PERMANENT_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.ENOTDIR, errno.EDQUOT, errno.EFBIG}
 PAGE_SUMMARY_KEYS = ("page_id", "status", "error_kind", "error", "duration_ms", "prompt_tokens",
-                     "completion_tokens", "cost_usd")
+                     "completion_tokens", "cost_usd", "lines_reread")
 
 
 def shard_uri(out: str, table: str, engine: str, name: str) -> str:
@@ -102,8 +102,9 @@ def process_batch(task: dict) -> dict:
     def one(page: dict, timed: bool) -> tuple[dict, list[dict]] | None:
         if client_gone(task.get("client")):  # its client was killed: what is read is kept, the rest waits
             return None
-        return _process_page(engine, init_error, page, task, common, engine_version, timed)
+        return _process_page(engine, init_error, page, task, common, engine_version, timed, budget)
 
+    budget = Allowance(task["budget_usd"], task.get("unit_cost_usd")) if task.get("budget_usd") is not None else None
     concurrency = getattr(engine, "concurrency", 1) if engine is not None else 1
     summaries: list[dict] = []
     stopped = False
@@ -202,11 +203,49 @@ def client_gone(client: dict | None) -> bool:
         return False
 
 
-def _process_page(engine, init_error, page: dict, task: dict, common: dict, engine_version, timed: bool):
-    """One page -> its page row and element rows; every failure becomes the row's error."""
+class Allowance:
+    """What a batch may still spend on API requests (max_cost_usd). A page's requests are reserved
+    before it is sent, at the dearest cost a request has had so far (the client's figure from
+    earlier batches, else this batch's own: until one is known, one page at a time), and settled
+    at what the answer cost."""
+
+    def __init__(self, usd: float, unit_usd: float | None):
+        self.left, self.unit, self.in_flight = usd, unit_usd, 0
+        self.cond = threading.Condition()
+
+    def take(self, units: int) -> float | None:
+        """Reserve a page of `units` requests; None when the allowance cannot cover it."""
+        with self.cond:
+            while self.unit is None and self.in_flight:  # the first answer tells the price
+                self.cond.wait()
+            need = units * (self.unit or 0.0)
+            if self.left <= 0 or need > self.left + 1e-12:
+                return None
+            self.left -= need
+            self.in_flight += 1
+            return need
+
+    def settle(self, reserved: float, cost: float | None, units: int) -> None:
+        with self.cond:
+            self.left += reserved - (cost or 0.0)
+            if cost is not None and units:
+                self.unit = max(self.unit or 0.0, cost / units)
+            self.in_flight -= 1
+            self.cond.notify_all()
+
+
+def _process_page(engine, init_error, page: dict, task: dict, common: dict, engine_version, timed: bool,
+                  budget: Allowance | None = None):
+    """One page -> its page row and element rows; every failure becomes the row's error.
+
+    A page with `lines` (a cascade stage) has only those lines re-read (`Engine.read_lines`).
+    """
     started = time.perf_counter()
     row = {**common, "page_id": page["page_id"], "image_uri": page["image_uri"],
-           "engine_version": engine_version, "extra": page.get("extra", {})}
+           "engine_version": engine_version, "extra": page.get("extra", {}), "reread_of": task.get("reread_of")}
+    lines = page.get("lines")
+    if lines is not None:
+        row["lines_reread"] = len(lines)
     elements: list[dict] = []
     try:
         if init_error:
@@ -216,7 +255,9 @@ def _process_page(engine, init_error, page: dict, task: dict, common: dict, engi
             data = _read(page["image_uri"], task.get("max_bytes") or DEFAULT_MAX_BYTES)
             image = images.decode(data, task.get("max_pixels") or images.DEFAULT_MAX_PIXELS)
             row["width"], row["height"] = image.size
-            result = engine.read(image)
+            result = _read_within(engine, image, lines, budget, task.get("price"))
+    except BudgetSpent as exc:
+        row.update(status=STATUS_PENDING, error_kind="budget", error=str(exc), cost_usd=exc.spent or None)
     except PageError as exc:
         row.update(status=STATUS_ERROR, error_kind=exc.kind, error=_short(exc))
     except MemoryError:
@@ -244,13 +285,57 @@ def _process_page(engine, init_error, page: dict, task: dict, common: dict, engi
     return row, elements
 
 
+class BudgetSpent(Exception):
+    """The batch's allowance cannot pay for the page's (next) requests: the page waits for a rerun."""
+
+    def __init__(self, spent: float):
+        super().__init__("not read: the run's max_cost_usd was spent; rerun with a higher one to read it")
+        self.spent = spent  # what the page's requests sent before the stop cost
+
+
+def _read_within(engine, image, lines: list[dict] | None, budget: Allowance | None, price: dict | None):
+    """engine.read (or read_lines, for a cascade stage's lines) paid from `budget`: each request's
+    cost reserved before it is sent. Until a request's price is known, one line goes alone."""
+    if budget is None:
+        return engine.read(image) if lines is None else engine.read_lines(image, lines)
+    parts, spent, i = [], 0.0, 0
+    todo = [None] if lines is None else lines
+    while i < len(todo):
+        n = 1 if budget.unit is None else len(todo) - i
+        reserved = budget.take(n)
+        if reserved is None:
+            raise BudgetSpent(spent)
+        part = None
+        try:
+            part = engine.read(image) if lines is None else engine.read_lines(image, todo[i:i + n])
+        finally:
+            cost = _cost(part.usage, price) if part is not None else None
+            budget.settle(reserved, cost, n)
+        spent += cost or 0.0
+        parts.append(part)
+        i += n
+    if len(parts) == 1:
+        return parts[0]
+    usage: dict = {}
+    for part in parts:
+        for key, value in part.usage.items():
+            usage[key] = usage.get(key, 0) + value if isinstance(value, (int, float)) else value
+    return PageResult(elements=[e for part in parts for e in part.elements],
+                      text="\n".join(p.text for p in parts if p.text), usage=usage)
+
+
+def _cost(usage: dict, price: dict | None) -> float | None:
+    if not price or usage.get("prompt_tokens") is None:
+        return None
+    return (usage["prompt_tokens"] * price.get("prompt", 0) + (usage.get("completion_tokens") or 0)
+            * price.get("completion", 0)) / 1e6
+
+
 def _add_usage(row: dict, usage: dict, price: dict | None) -> None:
     """Tokens, image size sent and the estimated cost (price: USD per million tokens)."""
     for key in ("prompt_tokens", "completion_tokens", "sent_width", "sent_height"):
         row[key] = usage.get(key)
-    if price and row["prompt_tokens"] is not None:
-        row["cost_usd"] = (row["prompt_tokens"] * price.get("prompt", 0)
-                           + (row["completion_tokens"] or 0) * price.get("completion", 0)) / 1e6
+    row["cost_usd"] = _cost(usage, price)
 
 
 def _read(uri: str, max_bytes: int = 0) -> bytes:

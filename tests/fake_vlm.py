@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 from PIL import Image
 
 
@@ -36,6 +37,7 @@ class FakeVLM:
     def __init__(self, pages: dict[str, tuple[Image.Image, list[dict]]]):
         """pages: page_id -> (source image, [{"text", "box": [x0, y0, x1, y1] in source pixels}])."""
         self.pages = {pid: (thumb(img), img.size, lines) for pid, (img, lines) in pages.items()}
+        self.grays = {pid: np.asarray(img.convert("L")) for pid, (img, _) in pages.items()}
         # For crop requests (vlm_mode=crops): a small picture of every true line.
         self.lines = [(strip(img.crop(_pad(line["box"], img.size))), line["text"])
                       for img, lines in pages.values() for line in lines]
@@ -58,6 +60,31 @@ class FakeVLM:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+    def read_crop(self, img: Image.Image) -> str | None:
+        """The true text of the lines a crop shows, found where the crop lies on a known page (a crop is
+        an exact piece of it): every true line whose box is at least 30% inside the crop."""
+        import cv2
+
+        g = np.asarray(img.convert("L"))
+        best = None
+        for pid, page in self.grays.items():
+            if g.shape[0] > page.shape[0] or g.shape[1] > page.shape[1]:
+                continue
+            diff, _, at, _ = cv2.minMaxLoc(cv2.matchTemplate(page, g, cv2.TM_SQDIFF))
+            if best is None or diff < best[0]:
+                best = (diff, pid, at)
+        if best is None or best[0] / g.size > 4.0:  # not a piece of any known page
+            return None
+        _, pid, (x, y) = best
+        cx0, cy0, cx1, cy1 = x, y, x + g.shape[1], y + g.shape[0]
+        found = []
+        for line in self.pages[pid][2]:
+            x0, y0, x1, y1 = line["box"]
+            inter = max(0, min(x1, cx1) - max(x0, cx0)) * max(0, min(y1, cy1) - max(y0, cy0))
+            if inter >= 0.3 * max(1, (x1 - x0) * (y1 - y0)):
+                found.append(line["text"])
+        return " ".join(found)
 
     def identify(self, img: Image.Image) -> str:
         t = thumb(img)
@@ -103,8 +130,11 @@ class FakeVLM:
                 mime, b64 = url[5:].split(";base64,")
                 img = Image.open(io.BytesIO(base64.b64decode(b64)))
                 if prompt.startswith("Transcribe the text in this image"):  # one line crop
-                    t = strip(img)
-                    text = min(fake.lines, key=lambda ln: sum(abs(a - b) for a, b in zip(ln[0], t)))[1]
+                    text = fake.read_crop(img)
+                    if text is None:  # a resized crop: the nearest true line by its picture
+                        t = strip(img)
+                        text = min(fake.lines, key=lambda ln: sum(abs(a - b) for a, b in zip(ln[0], t)))[1]
+                    text = text or "."  # a crop with no text in it: the model says so
                     with fake.lock:
                         fake.requests.append({"page": None, "crop": img.size, "auth": self.headers.get("Authorization"),
                                               "mime": mime, "format": img.format, "size": img.size, "model": body["model"]})

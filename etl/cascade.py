@@ -1,0 +1,145 @@
+"""Cascades: the first engine reads every page, each later one only the lines still doubtful.
+
+    just ocr manifest=M cascade=tesseract,ppocrv6,qwen when="confidence < 0.8" max_cost_usd=5
+
+Stage 1 is a plain run. Each later stage picks, from the `best_lines` view, the lines of stage 1's
+reading for which `when` (SQL over `best_lines`: confidence, text, engine, x0..y1, vertical, ...)
+holds, and re-reads only those (`Engine.read_lines`: crops of the boxes; one small request a line
+for an API model). Every stage's rows stay in the dataset under its engine; `best_lines` and
+`best_text` give each page's best reading, later stages over earlier. A line whose best reading has
+no confidence (an API model's answer) is never doubtful again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import polars as pl
+
+from etl.api import Reread, RunSummary, _model_price, run_ocr
+from etl.errors import ConfigError
+from etl.manifest import ID, URI, load_manifest, pages_from
+
+# Lines below this confidence go to the next stage: the `just eval` calibration's recommendation
+# for the default engine (README, "Calibrated confidence").
+DEFAULT_WHEN = "confidence < 0.9"
+LINE_COLUMNS = ("line_no", "x0", "y0", "x1", "y1", "polygon", "block_id", "vertical")
+
+
+@dataclass
+class CascadeSummary:
+    stages: list[RunSummary] = field(default_factory=list)
+    when: str = DEFAULT_WHEN
+    budget_usd: float | None = None
+
+    @property
+    def all_ok(self) -> bool:
+        return all(s.all_ok for s in self.stages)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(s.cost_usd or 0.0 for s in self.stages)
+
+
+def split_options(engines: list[str], raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Options per stage: `ENGINE.key=value` for one stage, a plain `key=value` for every stage whose
+    engine has that option. ConfigError for an option no stage has."""
+    import dataclasses
+
+    from engines import get_engine
+
+    fields = [{f.name for f in dataclasses.fields(get_engine(e).Options)} for e in engines]
+    per_stage: list[dict[str, Any]] = [{} for _ in engines]
+    for key, value in raw.items():
+        name, dot, option = key.partition(".")
+        if dot:
+            if name not in engines:
+                raise ConfigError(f"option {key}: {name!r} is not a stage of the cascade ({', '.join(engines)})")
+            per_stage[engines.index(name)][option] = value  # the engine's parser names a bad option
+            continue
+        takers = [i for i, f in enumerate(fields) if key in f]
+        if not takers:
+            raise ConfigError(f"no engine of the cascade ({', '.join(engines)}) has an option {key!r}")
+        for i in takers:
+            per_stage[i][key] = value
+    return per_stage
+
+
+def doubtful_lines(out: str, reading: str, when: str, page_ids: pl.Series) -> tuple[pl.DataFrame, dict[str, list[dict]]]:
+    """The pages and lines of `reading` ("ENGINE:CONFIG_HASH") among `page_ids` whose best reading
+    so far meets `when`: (page_id/image_uri frame, page id -> lines)."""
+    import duckdb
+
+    from etl.query import connect
+
+    engine, _, cfg = reading.partition(":")
+    con = connect(out)
+    try:
+        con.register("_cascade_pages", pl.DataFrame({ID: page_ids.cast(pl.String)}).to_arrow())
+        try:
+            lines = con.sql(
+                f"SELECT l.page_id, t.image_uri, {', '.join('l.' + c for c in LINE_COLUMNS)} FROM best_lines l "
+                "JOIN best_text t USING (page_id) JOIN _cascade_pages USING (page_id) "
+                f"WHERE l.base_engine = $engine AND l.base_config_hash = $cfg AND l.x0 IS NOT NULL AND ({when}) "
+                "ORDER BY l.page_id, l.line_no", params={"engine": engine, "cfg": cfg}).pl()
+        except duckdb.Error as exc:
+            raise ConfigError(f"when={when!r} is not a condition over best_lines: {exc}") from None
+    finally:
+        con.close()
+    chosen: dict[str, list[dict]] = {}
+    for row in lines.iter_rows(named=True):
+        chosen.setdefault(str(row[ID]), []).append({c: row[c] for c in LINE_COLUMNS})
+    return lines.select(ID, URI).unique(ID, keep="first", maintain_order=True), chosen
+
+
+def run_cascade(stages: list[str], manifest: str | None = None, out: str | None = None, *,
+                from_: str | None = None, where: str | None = None, when: str = DEFAULT_WHEN,
+                max_cost_usd: float | None = None, on_stage: Callable[[int, str], None] | None = None,
+                **options: Any) -> CascadeSummary:
+    """Read `manifest` (or `from_`/`where`) with `stages[0]`, then re-read with each later stage the
+    lines `when` calls doubtful. `max_cost_usd` caps the API stages' spend together; run options
+    (batch, workers, limit, force, callbacks...) apply to every stage, engine options as
+    `split_options` says. Rerun to resume: each stage skips the pages it has done."""
+    import inspect
+
+    if len(stages) < 2:
+        raise ConfigError(f"a cascade needs two or more engines, e.g. cascade=tesseract,qwen (got {','.join(stages)!r})")
+    if len(set(stages)) < len(stages):
+        raise ConfigError(f"each engine appears once in a cascade: {','.join(stages)}")
+    run_keys = set(inspect.signature(run_ocr).parameters) - {"manifest", "engine", "out", "from_", "where",
+                                                              "max_cost_usd", "reread"}
+    common = {k: v for k, v in options.items() if k in run_keys}
+    per_stage = split_options(stages, {k: v for k, v in options.items() if k not in run_keys})
+    priced = [_priced(e, o) for e, o in zip(stages, per_stage)]
+    if max_cost_usd is not None and not any(priced[1:]):
+        raise ConfigError("max_cost_usd caps the API stages of a cascade, and none of its later stages has a "
+                          "model with a price in costs.yaml")
+    summary = CascadeSummary(when=when, budget_usd=max_cost_usd)
+    if on_stage:
+        on_stage(0, stages[0])
+    first = run_ocr(manifest, stages[0], out, from_=from_, where=where,
+                    max_cost_usd=max_cost_usd if priced[0] else None, **common, **per_stage[0])
+    summary.stages.append(first)
+    frame = load_manifest(manifest) if manifest is not None else pages_from(from_, where)
+    if common.get("limit"):
+        frame = frame.head(common["limit"])
+    reading = f"{stages[0]}:{first.config_hash}"
+    for k, engine in enumerate(stages[1:], start=1):
+        pages, lines = doubtful_lines(first.out, reading, when, frame[ID])
+        budget = None
+        if max_cost_usd is not None and priced[k]:
+            budget = max(0.0, max_cost_usd - summary.cost_usd)
+        if on_stage:
+            on_stage(k, engine)
+        summary.stages.append(run_ocr(None, engine, first.out, max_cost_usd=budget,
+                                      reread=Reread(of=reading, when=when, frame=pages, lines=lines),
+                                      **common, **per_stage[k]))
+    return summary
+
+
+def _priced(engine: str, raw: dict[str, Any]) -> bool:
+    from engines import get_engine
+
+    cls = get_engine(engine)
+    return _model_price(getattr(cls.parse_options(raw), "model", None)) is not None

@@ -1,0 +1,133 @@
+"""Cascades and budgets on the real pipeline: real Tesseract and PP-OCRv6, real Lithops localhost,
+real Parquet and DuckDB; the API model is the local stand-in (which answers with the true text)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import recall, truth_of
+from etl.api import run_ocr
+from etl.cascade import run_cascade
+from etl.errors import ConfigError
+from etl.query import connect
+from fake_vlm import FakeVLM
+
+pytestmark = pytest.mark.slow
+QWEN = "qwen/qwen2.5-vl-72b-instruct"
+CROP_USD = (100 * 0.25 + 5 * 0.75) / 1e6  # the stand-in's tokens for one line, at costs.yaml's price
+
+
+@pytest.fixture
+def fake(comic_pages, monkeypatch):
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-CASCADETEST-0123456789")
+    pages = {}
+    for line in (comic_pages / "truth.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        pages[rec["page_id"]] = (Image.open(comic_pages / f"{rec['page_id']}.png"), rec["lines"])
+    with FakeVLM(pages) as server:
+        yield server
+
+
+def test_the_cascade_sends_only_doubtful_lines_and_best_text_takes_their_new_reading(comic_pages, fake, tmp_path):
+    out = tmp_path / "ds"
+    when = "confidence < 0.95"
+    cmd = [sys.executable, "-m", "etl.cli", "ocr", f"manifest={comic_pages / 'manifest.csv'}", f"out={out}",
+           "cascade=tesseract,qwen", f"when={when}", f"qwen.base_url={fake.base_url}", "progress=false", "show=0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "stage 2/2" in done.stderr and "lines of tesseract:" in done.stdout
+    con = connect(str(out))
+    lines = con.sql("select page_id, reading_order, text, confidence from elements "
+                    "where engine = 'tesseract' and level = 'line'").pl()
+    doubtful = lines.filter(lines["confidence"] < 0.95)
+    assert 0 < doubtful.height < lines.height  # the test means something only if both kinds exist
+    # One small request per doubtful line, none for the rest, none for whole pages.
+    assert len(fake.requests) == doubtful.height and all(r["crop"] for r in fake.requests)
+    best = con.sql("select * from best_text order by page_id").pl()
+    assert best.height == 6 and set(best["status"]) == {"ok"} and set(best["engine"]) == {"tesseract"}
+    reread = con.sql("select page_id, count(*) n from best_lines where reread group by 1").pl()
+    assert dict(reread.iter_rows()) == dict(doubtful.group_by("page_id").len().iter_rows())
+    for r in best.iter_rows(named=True):
+        assert r["engines"] == (["qwen", "tesseract"] if r["lines_reread"] else ["tesseract"])
+    # The stand-in reads crops right: the best text reads at least what Tesseract alone did, and
+    # more in all, while page_text and elements keep each engine's own reading.
+    truth = truth_of(comic_pages)
+    cheap = dict(con.execute("select page_id, text from page_text where engine = 'tesseract'").fetchall())
+    better = dict(best.select("page_id", "text").iter_rows())
+    gains = [recall(truth[p], better[p]) - recall(truth[p], cheap[p]) for p in truth]
+    assert min(gains) >= -0.02 and sum(gains) > 0, gains
+    assert con.execute("select count(*) from elements where engine = 'qwen'").fetchall()[0][0] == doubtful.height
+    # Resume: a rerun sends nothing again.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and len(fake.requests) == doubtful.height, again.stdout + again.stderr
+
+
+def test_a_budget_is_never_overspent_and_a_rerun_with_more_reads_the_pending_pages(comic_pages, fake, tmp_path):
+    out = str(tmp_path / "ds")
+    manifest = str(comic_pages / "manifest.csv")
+    budget = 40.5 * CROP_USD  # room for two or three pages' lines, not for all six
+    s = run_cascade(["tesseract", "qwen"], manifest, out, when="true", max_cost_usd=budget, base_url=fake.base_url,
+                    batch=2)
+    first, stage = s.stages
+    assert first.ok == 6 and stage.failed == 0 and stage.pending > 0 and stage.ok > 0
+    assert stage.ok + stage.pending == stage.pages_total  # no page lost: read, or pending
+    sent = len(fake.requests)
+    assert sent * CROP_USD <= budget + 1e-12 and stage.cost_usd <= budget + 1e-12
+    con = connect(out)
+    rows = con.sql("select status, error_kind, count(*) n, sum(cost_usd) usd from pages where engine = 'qwen' "
+                   "group by all").pl()
+    by = {r["status"]: r for r in rows.iter_rows(named=True)}
+    assert by["pending"]["n"] == stage.pending and by["pending"]["error_kind"] == "budget"
+    assert abs(by["ok"]["usd"] - sent * CROP_USD) < 1e-9
+    assert con.execute("select count(*) from best_text where status = 'ok'").fetchall()[0][0] == 6
+    # A higher budget continues where the first stopped: only the pending pages' lines are sent.
+    s2 = run_cascade(["tesseract", "qwen"], manifest, out, when="true", max_cost_usd=1.0, base_url=fake.base_url)
+    assert s2.stages[0].skipped == 6 and s2.stages[1].pending == 0 and s2.stages[1].ok == stage.pending
+    con = connect(out)
+    left = con.execute("select count(*) from pages where engine = 'qwen' and status <> 'ok'").fetchall()[0][0]
+    total_lines = con.execute("select count(*) from elements where engine = 'tesseract' and level = 'line'").fetchall()[0][0]
+    assert left == 0 and len(fake.requests) == total_lines  # every line sent once, none twice
+
+
+def test_a_budget_caps_a_whole_page_api_run_too(comic_pages, fake, tmp_path):
+    out = str(tmp_path / "ds")
+    s = run_ocr(str(comic_pages / "manifest.csv"), "qwen", out, base_url=fake.base_url, max_side=800,
+                max_cost_usd=0.0007, batch=3)
+    assert s.failed == 0 and s.pending > 0 and s.ok > 0 and s.ok + s.pending == 6
+    assert s.cost_usd <= 0.0007
+    s2 = run_ocr(str(comic_pages / "manifest.csv"), "qwen", out, base_url=fake.base_url, max_side=800)
+    assert s2.ok == s.pending and s2.skipped == s.ok
+
+
+def test_three_stages_each_read_what_the_one_before_left_doubtful(comic_pages, fake, tmp_path):
+    out = str(tmp_path / "ds")
+    s = run_cascade(["tesseract", "ppocrv6", "qwen"], str(comic_pages / "manifest.csv"), out,
+                    when="confidence < 0.9", base_url=fake.base_url, limit=3)
+    assert [st.failed for st in s.stages] == [0, 0, 0] and s.stages[1].lines > 0
+    con = connect(out)
+    # Stage 3 got exactly the lines that stage 2 read and still doubted (its own confidences).
+    still = con.execute("select count(*) from elements e join pages p using (page_id, engine, run_id, batch_id) "
+                        "where e.engine = 'ppocrv6' and p.reread_of is not null and e.confidence < 0.9").fetchall()[0][0]
+    assert s.stages[2].lines == still == len(fake.requests)
+    best = con.sql("select page_id, engines from best_text").pl()
+    assert best.height == 3 and all(e[-1] == "tesseract" for e in best["engines"])
+    assert any("ppocrv6" in e for e in best["engines"])
+
+
+def test_bad_cascades_are_refused_before_any_work(comic_pages, tmp_path):
+    manifest = str(comic_pages / "manifest.csv")
+    for stages, kw, why in [
+        (["tesseract"], {}, "two or more"),
+        (["tesseract", "tesseract"], {}, "once"),
+        (["tesseract", "ppocrv6"], {"max_cost_usd": 1.0}, "price"),
+        (["tesseract", "qwen"], {"colour": "red"}, "no engine of the cascade"),
+        (["tesseract", "qwen"], {"easyocr.gpu": "true"}, "not a stage"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            run_cascade(stages, manifest, str(tmp_path / "ds"), **kw)
+    with pytest.raises(ConfigError, match="price"):
+        run_ocr(manifest, "tesseract", str(tmp_path / "ds"), max_cost_usd=1.0)
+    assert not (tmp_path / "ds").exists()
