@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import polars as pl
+
 from engines.base import DEFAULT_ENGINE
 from etl import plan, storage
 from etl.errors import ConfigError
-from etl.manifest import build_manifest, load_manifest, pages_from, uri_warnings
+from etl.manifest import build_manifest, check_manifest, load_manifest, pages_from, uri_warnings
 from etl.query import connect, query
 from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING, page_table
 from etl.worker import checkpointed, client_identity, process_batch, shard_uri
@@ -73,7 +75,7 @@ def new_run_id() -> str:
 
 
 def run_ocr(
-    manifest: str | None = None,
+    manifest: str | pl.DataFrame | None = None,
     engine: str = DEFAULT_ENGINE,
     out: str | None = None,
     *,
@@ -98,7 +100,8 @@ def run_ocr(
     on_batch: Callable[[dict], None] | None = None,
     **engine_options: Any,
 ) -> RunSummary:
-    """OCR every page of `manifest` not yet done into the dataset at `out` (default: out).
+    """OCR every page of `manifest` (a file, or a Polars frame of page_id, image_uri) not yet done
+    into the dataset at `out` (default: out).
 
     Or the pages chosen by SQL: `from_` a dataset, `where` a condition over its `pages` view;
     `out` is then that dataset unless given. `max_cost_usd` caps an API engine's spend: pages
@@ -137,7 +140,9 @@ def run_ocr(
     if where is not None and from_ is None:
         raise ConfigError("where= chooses pages of a dataset: give from_= (from= on the command line) too")
     out = out or from_ or "out"
-    if reread is None:
+    if reread is None and isinstance(manifest, pl.DataFrame):  # pages already chosen (a cascade's doubtful pages)
+        df, manifest = check_manifest(manifest.lazy(), "the given pages"), f"{manifest.height} given pages"
+    elif reread is None:
         df = load_manifest(manifest) if manifest is not None else pages_from(from_, where)
     manifest = manifest or (f"{from_} where {where or 'true'}" if from_ else f"lines of {reread.of}")
     if limit is not None:

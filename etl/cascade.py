@@ -2,7 +2,8 @@
 
     just ocr manifest=M cascade=tesseract,ppocrv6,qwen when="confidence < 0.8" max_cost_usd=5
 
-Stage 1 is a plain run. Each later stage picks, from the `best_lines` view, the lines of stage 1's
+Stage 1 is a plain run. With `pages_when` (SQL over `best_text`, e.g. "mean_confidence < 0.9"),
+each later stage first reads the pages it calls doubtful whole. Then it picks, from the `best_lines` view, the lines of stage 1's
 reading for which `when` (SQL over `best_lines`: confidence, text, engine, x0..y1, vertical, ...)
 holds, and re-reads only those (`Engine.read_lines`: crops of the boxes; one small request a line
 for an API model). Every stage's rows stay in the dataset under its engine; `best_lines` and
@@ -21,16 +22,22 @@ from etl.api import Reread, RunSummary, _model_price, run_ocr
 from etl.errors import ConfigError
 from etl.manifest import ID, URI, load_manifest, pages_from
 
-# Lines below this confidence go to the next stage: the `just eval` calibration's recommendation
-# for the default engine (README, "Calibrated confidence").
-DEFAULT_WHEN = "confidence < 0.9"
+# Lines under its engine's threshold go to the next stage: each the recommendation of `just eval`'s
+# calibration on the real pages of ../shared/eval (README, "Calibrated confidence").
+CALIBRATED_THRESHOLD = {"tesseract": 0.69, "ppocrv6": 0.92}
+UNCALIBRATED_THRESHOLD = 0.5
+
+
+def default_when(engine: str) -> str:
+    """The `when` a cascade whose first engine is `engine` uses unless given one."""
+    return f"confidence < {CALIBRATED_THRESHOLD.get(engine, UNCALIBRATED_THRESHOLD)}"
 LINE_COLUMNS = ("line_no", "x0", "y0", "x1", "y1", "polygon", "block_id", "vertical")
 
 
 @dataclass
 class CascadeSummary:
     stages: list[RunSummary] = field(default_factory=list)
-    when: str = DEFAULT_WHEN
+    when: str = ""
     budget_usd: float | None = None
 
     @property
@@ -93,14 +100,36 @@ def doubtful_lines(out: str, reading: str, when: str, page_ids: pl.Series) -> tu
     return lines.select(ID, URI).unique(ID, keep="first", maintain_order=True), chosen
 
 
+def doubtful_pages(out: str, reading: str, pages_when: str, page_ids: pl.Series) -> pl.DataFrame:
+    """The pages (page_id, image_uri) among `page_ids` whose best reading is still `reading` and meets
+    `pages_when` (SQL over best_text: mean_confidence, n_lines, lines_reread, text, ...)."""
+    import duckdb
+
+    from etl.query import connect
+
+    engine, _, cfg = reading.partition(":")
+    con = connect(out)
+    try:
+        con.register("_cascade_pages", pl.DataFrame({ID: page_ids.cast(pl.String)}).to_arrow())
+        try:
+            return con.sql("SELECT t.page_id, t.image_uri FROM best_text t JOIN _cascade_pages USING (page_id) "
+                           f"WHERE t.engine = $engine AND t.config_hash = $cfg AND ({pages_when}) ORDER BY t.page_id",
+                           params={"engine": engine, "cfg": cfg}).pl()
+        except duckdb.Error as exc:
+            raise ConfigError(f"pages_when={pages_when!r} is not a condition over best_text: {exc}") from None
+    finally:
+        con.close()
+
+
 def run_cascade(stages: list[str], manifest: str | None = None, out: str | None = None, *,
-                from_: str | None = None, where: str | None = None, when: str = DEFAULT_WHEN,
-                max_cost_usd: float | None = None, on_stage: Callable[[int, str], None] | None = None,
-                **options: Any) -> CascadeSummary:
+                from_: str | None = None, where: str | None = None, when: str | None = None,
+                pages_when: str | None = None, max_cost_usd: float | None = None,
+                on_stage: Callable[[int, str, str], None] | None = None, **options: Any) -> CascadeSummary:
     """Read `manifest` (or `from_`/`where`) with `stages[0]`, then re-read with each later stage the
-    lines `when` calls doubtful. `max_cost_usd` caps the API stages' spend together; run options
-    (batch, workers, limit, force, callbacks...) apply to every stage, engine options as
-    `split_options` says. Rerun to resume: each stage skips the pages it has done."""
+    lines `when` calls doubtful; with `pages_when`, the pages it calls doubtful are read whole
+    instead (their new reading is then the page's best). `max_cost_usd` caps the API stages'
+    spend together; run options (batch, workers, limit, force, callbacks...) apply to every stage,
+    engine options as `split_options` says. Rerun to resume: each stage skips what it has done."""
     import inspect
 
     if len(stages) < 2:
@@ -108,16 +137,17 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
     if len(set(stages)) < len(stages):
         raise ConfigError(f"each engine appears once in a cascade: {','.join(stages)}")
     run_keys = set(inspect.signature(run_ocr).parameters) - {"manifest", "engine", "out", "from_", "where",
-                                                              "max_cost_usd", "reread"}
+                                                              "max_cost_usd", "reread", "pages_when"}
     common = {k: v for k, v in options.items() if k in run_keys}
     per_stage = split_options(stages, {k: v for k, v in options.items() if k not in run_keys})
     priced = [_priced(e, o) for e, o in zip(stages, per_stage)]
     if max_cost_usd is not None and not any(priced[1:]):
         raise ConfigError("max_cost_usd caps the API stages of a cascade, and none of its later stages has a "
                           "model with a price in costs.yaml")
+    when = when or default_when(stages[0])
     summary = CascadeSummary(when=when, budget_usd=max_cost_usd)
     if on_stage:
-        on_stage(0, stages[0])
+        on_stage(0, stages[0], "pages")
     first = run_ocr(manifest, stages[0], out, from_=from_, where=where,
                     max_cost_usd=max_cost_usd if priced[0] else None, **common, **per_stage[0])
     summary.stages.append(first)
@@ -125,14 +155,19 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
     if common.get("limit"):
         frame = frame.head(common["limit"])
     reading = f"{stages[0]}:{first.config_hash}"
+    def budget(k: int) -> float | None:
+        return max(0.0, max_cost_usd - summary.cost_usd) if max_cost_usd is not None and priced[k] else None
+
     for k, engine in enumerate(stages[1:], start=1):
+        if pages_when and (whole := doubtful_pages(first.out, reading, pages_when, frame[ID])).height:
+            if on_stage:
+                on_stage(k, engine, "pages")
+            summary.stages.append(run_ocr(whole, engine, first.out, max_cost_usd=budget(k), **common, **per_stage[k]))
+        # Pages just read whole have a newer reading than stage 1's: their lines are not chosen.
         pages, lines = doubtful_lines(first.out, reading, when, frame[ID])
-        budget = None
-        if max_cost_usd is not None and priced[k]:
-            budget = max(0.0, max_cost_usd - summary.cost_usd)
         if on_stage:
-            on_stage(k, engine)
-        summary.stages.append(run_ocr(None, engine, first.out, max_cost_usd=budget,
+            on_stage(k, engine, "lines")
+        summary.stages.append(run_ocr(None, engine, first.out, max_cost_usd=budget(k),
                                       reread=Reread(of=reading, when=when, frame=pages, lines=lines),
                                       **common, **per_stage[k]))
     return summary

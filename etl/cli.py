@@ -26,20 +26,22 @@ RUN_KEYS = {  # key -> type; every other key=value is an engine option
     "manifest": str, "from": str, "where": str, "engine": str, "out": str, "batch": int, "workers": int, "backend": str,
     "config": str, "limit": int, "force": bool, "retries": int, "page_timeout": float,
     "call_timeout": float, "max_pixels": int, "max_bytes": int, "progress": bool, "show": int,
-    "checkpoint": int, "max_cost_usd": float, "cascade": str, "when": str,
+    "checkpoint": int, "max_cost_usd": float, "cascade": str, "when": str, "pages_when": str,
 }
 USAGE = """usage:
   ocr (manifest=PATH | from=DATASET [where="SQL over its pages view"]) [engine=ppocrv6] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
       [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
       [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)] [max_cost_usd=USD]
-  ocr manifest=PATH cascade=CHEAP,STRONG[,...] [when="SQL over best_lines (default confidence < 0.9)"]
+  ocr manifest=PATH cascade=CHEAP,STRONG[,...] [when="SQL over best_lines (default: the first engine's calibrated threshold)"]
+      [pages_when="SQL over best_text, e.g. mean_confidence < 0.9: those pages are read whole"]
       [max_cost_usd=USD] [ENGINE.option=value]   (each later engine re-reads only the doubtful lines)
   query out=PATH (sql="..." | file=sql/NAME.sql)
   search out=PATH q="words or 日本語" [engine=NAME] [limit=10]
   embed out=PATH [engine=NAME]   (page vectors for sql/join_embeddings.sql)
   export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] [title=SERIES]
   manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
-  estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]"""
+  estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]
+      [cascade=A,B[,C] [when=SQL] [out=DATASET already read by A: measures lines a page and the share routed]]"""
 
 console = Console(stderr=True)
 out_console = Console()
@@ -87,8 +89,8 @@ def cmd_ocr(kv: dict[str, str]) -> int:
     try:
         if "cascade" in run_args:
             return _cascade(run_args, engine_options, callbacks, progress, kv, shown)
-        if "when" in run_args:
-            raise UsageError("when= chooses the lines a cascade's later engines re-read: give cascade=A,B too")
+        if "when" in run_args or "pages_when" in run_args:
+            raise UsageError("when= and pages_when= choose what a cascade's later engines re-read: give cascade=A,B too")
         summary = run_ocr(**run_args, **engine_options, **callbacks)
     except KeyboardInterrupt:  # Ctrl-C: what is written stays; resume reads the rest
         progress.stop()
@@ -103,20 +105,24 @@ def cmd_ocr(kv: dict[str, str]) -> int:
 
 
 def _cascade(run_args: dict, engine_options: dict, callbacks: dict, progress: "RunProgress", kv: dict, shown) -> int:
-    from etl.cascade import DEFAULT_WHEN, run_cascade
+    from etl.cascade import default_when, run_cascade
 
     stages = [e.strip() for e in run_args.pop("cascade").split(",") if e.strip()]
     if "engine" in run_args:
         raise UsageError("give engine= or cascade=, not both (the cascade's first engine reads every page)")
-    when = run_args.pop("when", None) or DEFAULT_WHEN
+    when = run_args.pop("when", None) or default_when(stages[0])
 
-    def on_stage(k: int, engine: str) -> None:
+    pages_when = run_args.pop("pages_when", None)
+
+    def on_stage(k: int, engine: str, what: str) -> None:
         progress.stop()
-        what = "every page" if k == 0 else f"the lines of {stages[0]}'s reading where {when}"
+        what = ("every page" if k == 0 else f"whole the pages where {pages_when}" if what == "pages"
+                else f"the lines of {stages[0]}'s reading where {when}")
         console.print(f"[bold]stage {k + 1}/{len(stages)}[/]: {engine} reads {what}")
 
     result = run_cascade(stages, run_args.pop("manifest", None), run_args.pop("out", None),
                          from_=run_args.pop("from_", None), where=run_args.pop("where", None), when=when,
+                         pages_when=pages_when,
                          on_stage=on_stage, **run_args, **engine_options, **callbacks)
     progress.stop()
     for s in result.stages:
@@ -262,10 +268,15 @@ def cmd_estimate(kv: dict[str, str]) -> int:
         pages = load_manifest(kv["manifest"]).height
     else:
         raise UsageError(f"estimate needs manifest=PATH or pages=N\n{USAGE}")
-    e = estimate(
-        pages, kv.get("engine", DEFAULT_ENGINE), kv.get("backend", "aws_lambda"), int(kv.get("workers", 100)),
-        int(kv["batch"]) if kv.get("batch") else None, int(kv["memory"]) if kv.get("memory") else None,
-    )
+    args = (kv.get("backend", "aws_lambda"), int(kv.get("workers", 100)),
+            int(kv["batch"]) if kv.get("batch") else None, int(kv["memory"]) if kv.get("memory") else None)
+    if kv.get("cascade"):
+        from etl.estimate import estimate_cascade
+
+        stages = [e.strip() for e in kv["cascade"].split(",") if e.strip()]
+        e = estimate_cascade(pages, stages, kv.get("when") or None, kv.get("out") or None, *args)
+    else:
+        e = estimate(pages, kv.get("engine", DEFAULT_ENGINE), *args)
     out_console.print(e.describe(), soft_wrap=True)
     return EXIT_OK
 

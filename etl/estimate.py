@@ -95,3 +95,78 @@ def _duration(s: float) -> str:
     if s < 7200:
         return f"{s / 60:.0f} min"
     return f"{s / 3600:.1f} h"
+
+
+# What a cascade's estimate assumes without a sample (a dataset already read by its first engine):
+DEFAULT_LINES_PER_PAGE = 15
+DEFAULT_SHARE = 0.2  # of the lines a stage gets that it leaves doubtful for the next
+DEFAULT_LINE_TOKENS = (150, 15)  # prompt and completion tokens of one line's crop
+
+
+@dataclass
+class CascadeEstimate:
+    first: Estimate
+    stages: list[dict]  # per later stage: engine, lines, usd, wall_s, basis
+    lines_per_page: float
+    basis: str
+
+    @property
+    def cost_usd(self) -> float:
+        return self.first.cost_usd + sum(s["usd"] for s in self.stages)
+
+    def describe(self) -> str:
+        out = [f"stage 1: {self.first.describe()}"]
+        for k, s in enumerate(self.stages, start=2):
+            out.append(f"stage {k}: {s['engine']} re-reads ~{s['lines']:,.0f} lines -> about ${s['usd']:,.4f} ({s['basis']})")
+        out.append(f"in all: about ${self.cost_usd:,.4f} ({self.basis})")
+        return "\n".join(out)
+
+
+def estimate_cascade(pages: int, stages: list[str], when: str | None = None, out: str | None = None,
+                     backend: str = "aws_lambda", workers: int = 100, batch: int | None = None,
+                     memory_mb: int | None = None, costs: dict | None = None) -> CascadeEstimate:
+    """A cascade's cost: stage 1 as `estimate`; each later stage's lines are the share of the lines
+    before it that `when` routes, measured on `out` (a dataset its first engine has read: a sample
+    of the pages will do) where given, else DEFAULT_SHARE; API lines priced at the tokens a line has
+    cost in `out` (else DEFAULT_LINE_TOKENS) and costs.yaml's model prices."""
+    from engines import get_engine
+
+    costs = costs or load_costs()
+    first = estimate(pages, stages[0], backend, workers, batch, memory_mb, costs)
+    lines_per_page, share, basis = float(DEFAULT_LINES_PER_PAGE), DEFAULT_SHARE, "assumed lines and shares"
+    tokens: dict[str, tuple[float, float]] = {}
+    if out:
+        from etl.cascade import default_when
+        from etl.query import connect
+
+        con = connect(out, on_warning=lambda w: None)
+        try:
+            n_pages, n_lines, routed = con.sql(
+                f"SELECT count(DISTINCT page_id), count(*), count(*) FILTER (WHERE {when or default_when(stages[0])}) "
+                # as the first engine read them, before any later stage: what a new run would route
+                "FROM (SELECT * REPLACE (base_text AS text, base_confidence AS confidence, base_engine AS engine) "
+                "FROM best_lines) WHERE base_engine = $e", params={"e": stages[0]}).fetchall()[0]
+            for engine, tp, tc in con.sql(
+                    "SELECT engine, sum(prompt_tokens) / sum(lines_reread), sum(completion_tokens) / sum(lines_reread) "
+                    "FROM pages WHERE reread_of IS NOT NULL AND status = 'ok' AND lines_reread > 0 GROUP BY 1").fetchall():
+                tokens[engine] = (tp, tc)
+        finally:
+            con.close()
+        if n_pages:
+            lines_per_page, share = n_lines / n_pages, routed / max(1, n_lines)
+            basis = f"{lines_per_page:.1f} lines a page and {share:.0%} routed, measured on {n_pages} pages of {out}"
+    rows, lines = [], pages * lines_per_page
+    for engine in stages[1:]:
+        lines *= share  # a later stage's doubtful share is taken to be the first's
+        cls = get_engine(engine)
+        model = getattr(cls, "default_model", "")
+        price = (costs.get("models") or {}).get(model)
+        if price is not None:
+            tp, tc = tokens.get(engine, DEFAULT_LINE_TOKENS)
+            usd = lines * (tp * price.get("prompt", 0) + tc * price.get("completion", 0)) / 1e6
+            why = f"{tp:.0f}+{tc:.0f} tokens a line at {model}'s price" + ("" if engine in tokens else " (assumed)")
+        else:  # a local engine reading crops: costed as pages, a crop at most a page
+            e = estimate(max(1, math.ceil(lines / max(1.0, lines_per_page))), engine, backend, workers, None, None, costs)
+            usd, why = e.cost_usd, f"crops costed as {e.pages:,} pages on {backend}"
+        rows.append({"engine": engine, "lines": lines, "usd": usd, "basis": why})
+    return CascadeEstimate(first, rows, lines_per_page, basis)

@@ -12,6 +12,7 @@ from conftest import recall, truth_of
 from etl.api import run_ocr
 from etl.cascade import run_cascade
 from etl.errors import ConfigError
+from etl.estimate import estimate_cascade
 from etl.query import connect
 from fake_vlm import FakeVLM
 
@@ -63,6 +64,12 @@ def test_the_cascade_sends_only_doubtful_lines_and_best_text_takes_their_new_rea
     # Resume: a rerun sends nothing again.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and len(fake.requests) == doubtful.height, again.stdout + again.stderr
+    # The estimate of the same cascade on 6,000 such pages: this dataset's share of routed lines,
+    # at the tokens a line cost here.
+    e = estimate_cascade(6000, ["tesseract", "qwen"], when, str(out))
+    assert e.stages[0]["lines"] == pytest.approx(1000 * doubtful.height)
+    assert e.stages[0]["usd"] == pytest.approx(1000 * doubtful.height * CROP_USD)
+    assert e.cost_usd == pytest.approx(e.first.cost_usd + e.stages[0]["usd"])
 
 
 def test_a_budget_is_never_overspent_and_a_rerun_with_more_reads_the_pending_pages(comic_pages, fake, tmp_path):
@@ -131,3 +138,34 @@ def test_bad_cascades_are_refused_before_any_work(comic_pages, tmp_path):
     with pytest.raises(ConfigError, match="price"):
         run_ocr(manifest, "tesseract", str(tmp_path / "ds"), max_cost_usd=1.0)
     assert not (tmp_path / "ds").exists()
+
+
+def test_doubtful_pages_are_read_whole_and_their_new_reading_is_the_best(comic_pages, fake, tmp_path):
+    out = str(tmp_path / "ds")
+    manifest = str(comic_pages / "manifest.csv")
+    first = run_ocr(manifest, "tesseract", out)
+    con = connect(out)
+    means = con.sql("select page_id, mean_confidence from pages order by mean_confidence").pl()
+    m = means["mean_confidence"].to_list()
+    assert m[1] < m[2]
+    cut = (m[1] + m[2]) / 2  # the two least confident pages go whole
+    s = run_cascade(["tesseract", "qwen"], manifest, out, when="confidence < 0.95",
+                    pages_when=f"mean_confidence < {cut}", base_url=fake.base_url)
+    assert [st.skipped for st in s.stages] == [6, 0, 0]
+    whole, lines = s.stages[1], s.stages[2]
+    assert (whole.ok, whole.reread_of, lines.reread_of) == (2, None, f"tesseract:{first.config_hash}")
+    sent_whole = {r["page"] for r in fake.requests if r["page"]}
+    assert sent_whole == set(means["page_id"][:2])
+    con = connect(out)
+    best = dict(con.execute("select page_id, engine from best_text").fetchall())
+    assert {p for p, e in best.items() if e == "qwen"} == sent_whole and len(best) == 6
+    # The other pages' doubtful lines, and none of the whole pages', went as crops.
+    crops = con.execute("select count(*) from elements e join pages p using (page_id, engine, run_id, batch_id) "
+                        "where p.reread_of is not null").fetchall()[0][0]
+    doubtful = con.execute("select count(*) from elements where engine = 'tesseract' and level = 'line' "
+                           "and confidence < 0.95 and page_id not in (select page_id from pages where engine = 'qwen' "
+                           "and reread_of is null)").fetchall()[0][0]
+    assert crops == doubtful == sum(1 for r in fake.requests if r.get("crop"))
+    truth = truth_of(comic_pages)
+    for pid in sent_whole:
+        assert recall(truth[pid], con.execute("select text from best_text where page_id = ?", [pid]).fetchall()[0][0]) == 1.0
