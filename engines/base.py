@@ -15,8 +15,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from etl.errors import ConfigError
-from etl.schema import Element, PageResult
+from engines.contract import ConfigError, Element, PageResult
 
 # name -> "module:Class", imported on first use (PyTorch and Paddle only when asked for).
 REGISTRY: dict[str, str] = {

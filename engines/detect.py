@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from etl.errors import EngineError, PageError
+from engines.contract import EngineError, PageError
 
 
 class TextDetector:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from etl.schema import Element, PageResult
+from engines.contract import Element, PageResult
 
 
 @dataclass

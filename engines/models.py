@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from etl.errors import ConfigError
+from engines.contract import ConfigError
 
 ENV = "COMIC_OCR_MODELS"
 

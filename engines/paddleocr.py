@@ -23,8 +23,8 @@ from PIL import Image
 from engines.base import Engine
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
 from engines.models import locate
-from etl.errors import ConfigError, EngineError
-from etl.schema import PageResult
+from engines.contract import ConfigError, EngineError
+from engines.contract import PageResult
 
 log = logging.getLogger(__name__)
 

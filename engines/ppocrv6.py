@@ -26,8 +26,8 @@ from PIL import Image
 
 from engines.base import Engine
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
-from etl.errors import ConfigError, EngineError, PageError
-from etl.schema import PageResult
+from engines.contract import ConfigError, EngineError, PageError
+from engines.contract import PageResult
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw, ImageOps
 
 from engines.base import Engine
 from engines.layout import Box, Line, assemble, reading_sequence, union_all
-from etl.errors import ConfigError, EngineError, PageTimeout
-from etl.schema import PageResult
+from engines.contract import ConfigError, EngineError, PageTimeout
+from engines.contract import PageResult
 
 # Two-letter codes users type -> Tesseract's traineddata names.
 LANG_ALIASES = {

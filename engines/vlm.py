@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 
 from engines.base import Engine, line_crop, reread_element
-from etl.errors import ConfigError, EngineError, TransientError
-from etl.redact import redact
-from etl.schema import Element, PageResult
+from engines.contract import ConfigError, EngineError, TransientError
+from engines.redact import redact
+from engines.contract import Element, PageResult
 
 KEY_ENVS = ("OPENROUTER_API_KEY", "OPENAI_API_KEY")
 CROP_PROMPT = "Transcribe the text in this image exactly as written. Output only the text."

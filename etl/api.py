@@ -17,8 +17,9 @@ from etl import plan, storage
 from etl.errors import ConfigError
 from etl.manifest import build_manifest, check_manifest, load_manifest, pages_from, uri_warnings
 from etl.query import connect, query
-from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING, page_table
-from etl.worker import checkpointed, client_identity, process_batch, shard_uri
+from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING
+from etl.dataset import checkpointed, client_rows_name, done_page_ids, set_aside_damaged, write_page_rows
+from etl.worker import client_identity, process_batch
 
 __all__ = ["RunSummary", "build_manifest", "connect", "query", "run_ocr"]
 
@@ -157,14 +158,14 @@ def run_ocr(
         raise ConfigError(f"cannot write the dataset at out={out}: {why}")
     cfg_hash = plan.config_hash(engine, options, reread and {"of": reread.of, "when": reread.when})
     # Resume and the views read every shard: one damaged file must stop neither.
-    for w in plan.set_aside_damaged(out, engine):
+    for w in set_aside_damaged(out, engine):
         warnings.append(w)
         if on_warning:
             on_warning(w)
     summary = RunSummary(run_id=new_run_id(), out=out, engine=engine, config_hash=cfg_hash, pages_total=df.height,
                          backend=be, workers=workers_of(lconfig), warnings=warnings, budget_usd=max_cost_usd,
                          reread_of=reread and reread.of)
-    todo = df if force else plan.pending(df, plan.done_page_ids(out, engine, cfg_hash))
+    todo = df if force else plan.pending(df, done_page_ids(out, engine, cfg_hash))
     summary.skipped = df.height - todo.height
     size = batch or plan.planned_batch_size(cls, options, todo.height, summary.workers, be)
     batches = plan.make_batches(todo, size, engine, cfg_hash)
@@ -399,8 +400,7 @@ def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict
 
 
 def _record_pages(task: dict, status: str, kind: str, message: str) -> dict:
-    """Rows for a batch's pages that its worker did not write (failed, or left pending), under a
-    name of their own (never over the worker's shard); the views prefer any success over them."""
+    """Rows for a batch's pages that its worker did not write (failed, or left pending)."""
     now = datetime.now(timezone.utc)
     rows = [
         {"page_id": p["page_id"], "image_uri": p["image_uri"], "engine": task["engine"],
@@ -410,8 +410,7 @@ def _record_pages(task: dict, status: str, kind: str, message: str) -> dict:
          "lines_reread": len(p["lines"]) if p.get("lines") is not None else None}
         for p in task["pages"]
     ]
-    name = f"{task['batch_id']}-{status if status != STATUS_ERROR else 'failed'}-{task['run_id']}"
-    storage.write_parquet_atomic(page_table(rows, task["extra_columns"]), shard_uri(task["out"], "pages", task["engine"], name))
+    write_page_rows(task["out"], task["engine"], client_rows_name(task, status), rows, task["extra_columns"])
     result = _failed_pages(task, kind, message)
     for p in result["pages"]:
         p["status"] = status

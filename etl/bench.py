@@ -348,11 +348,11 @@ def bench_planning(tmp: Path, n_rows: int, repeat: int) -> list:
     code = (
         f"df = load_manifest({str(m)!r})\n"
         f"assert uri_warnings(df, {str(m)!r}) is None\n"
-        f"todo = plan.pending(df, plan.done_page_ids({str(tmp / 'ds')!r}, 'tesseract', {cfg!r}))\n"
+        f"todo = plan.pending(df, dataset.done_page_ids({str(tmp / 'ds')!r}, 'tesseract', {cfg!r}))\n"
         f"batches = plan.make_batches(todo, 16, 'tesseract', {cfg!r})\n"
         f"assert todo.height == {n_rows - len(done)} and len(batches) == {-(-(n_rows - len(done)) // 16)}"
     )
-    t_plan, mem_plan = in_subprocess("from etl import plan; from etl.manifest import load_manifest, uri_warnings",
+    t_plan, mem_plan = in_subprocess("from etl import dataset, plan; from etl.manifest import load_manifest, uri_warnings",
                                      code, repeat)
     return [(f"planning {n_rows:,} pages: load + check (ids, URIs) + resume-check ({len(done):,} done) + batch, "
              "vs plain Polars read",
@@ -497,7 +497,7 @@ def bench_search(tmp: Path, n_pages: int, repeat: int) -> list:
     from etl.schema import STATUS_OK, element_table, page_table
     from etl.search import refresh_index, search
     from etl.synthetic import JA_PHRASES, WORDS
-    from etl.worker import shard_uri
+    from etl.dataset import shard_uri
 
     rng = random.Random(0)
     out = str(tmp / f"search-{n_pages}")

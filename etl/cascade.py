@@ -24,7 +24,7 @@ from etl.manifest import ID, URI, load_manifest, pages_from
 
 # Lines under its engine's threshold go to the next stage: each the recommendation of `just eval`'s
 # calibration on the real pages of ../shared/eval (README, "Calibrated confidence").
-CALIBRATED_THRESHOLD = {"tesseract": 0.69, "ppocrv6": 0.92}
+CALIBRATED_THRESHOLD = {"tesseract": 0.69, "ppocrv6": 0.92, "easyocr": 0.61, "paddleocr": 0.88}
 UNCALIBRATED_THRESHOLD = 0.5
 
 

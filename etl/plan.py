@@ -15,11 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import pyarrow.dataset as pads
 
-from etl import storage
 from etl.manifest import ID, URI
-from etl.schema import STATUS_OK
 
 
 HASH_SEED = 0x636F6D6963  # "comic"
@@ -54,42 +51,6 @@ def config_hash(engine: str, options, reread: dict | None = None) -> str:
         payload["reread"] = reread
     payload = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def set_aside_damaged(out: str, engine: str) -> list[str]:
-    """Rename this engine's unreadable shards (and the page shard of a batch whose elements shard
-    is unreadable: its page rows promise elements that are gone) to `*.parquet.damaged`, which no
-    reader globs, so that resume counts their pages as not done and the rerun writes them anew.
-    Returns one line per shard set aside, naming the file and the reason."""
-    lines = []
-    for table in ("pages", "elements"):
-        fs, _, damaged = storage.sound_parquet(storage.join(out, table, f"engine={engine}"))
-        for path, why in damaged.items():
-            targets = [path]
-            if table == "elements":
-                sibling = path.replace(f"/elements/engine={engine}/", f"/pages/engine={engine}/")
-                if sibling != path and fs.exists(sibling):
-                    targets.append(sibling)
-            for target in targets:
-                fs.mv(target, target + ".damaged")
-            lines.append(f"damaged shard set aside: {path} ({why})"
-                         + (f"; its page shard too: {targets[1]}" if len(targets) > 1 else "")
-                         + "; its pages will be read again")
-    return lines
-
-
-def done_page_ids(out: str, engine: str, cfg_hash: str) -> pl.Series:
-    """Page ids that already have a successful row for this engine and options."""
-    fs, files = storage.glob_parquet(storage.join(out, "pages", f"engine={engine}"))
-    if not files:
-        return pl.Series(ID, [], dtype=pl.String)
-    dataset = pads.dataset(files, filesystem=fs, format="parquet")
-    table = dataset.to_table(
-        columns=[ID],
-        filter=(pads.field("status") == STATUS_OK) & (pads.field("config_hash") == cfg_hash),
-    )
-    # Not made unique: `pending` only tests membership, and a retried page's ids repeat rarely.
-    return pl.from_arrow(table.column(ID)).alias(ID)
 
 
 def pending(manifest: pl.DataFrame, done: pl.Series) -> pl.DataFrame:

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from etl import storage
+from etl import dataset, storage
 from etl.schema import ELEMENT_SCHEMA, PAGE_SCHEMA
 
 # sql/ at the top of the checkout, shipped in the wheel as etl/_data/sql (a link to it).
@@ -36,8 +36,8 @@ def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,
     """
     con = con or duckdb.connect()
     for table, schema in (("pages", PAGE_SCHEMA), ("elements", ELEMENT_SCHEMA)):
-        root = storage.join(out, table)
-        fs, files, damaged = storage.sound_parquet(root)
+        root = dataset.table_root(out, table)
+        fs, files, damaged = dataset.sound_files(out, table)
         for path, why in damaged.items():
             (on_warning or warnings.warn)(f"damaged shard left out of the views: {path} ({why}); "
                                           "rerun the run that wrote it to read its pages again")
@@ -62,7 +62,7 @@ def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,
             # Object stores through fsspec: no DuckDB extension download needed (air-gapped).
             if not con.filesystem_is_registered(_protocol(fs)):
                 con.register_filesystem(fs)
-            pattern = storage.join(out, table) + "/**/*.parquet"
+            pattern = root + "/**/*.parquet"
         con.execute(
             f"CREATE OR REPLACE VIEW raw_{table} AS SELECT * FROM read_parquet('{_quote(pattern)}', "
             "union_by_name = true, hive_partitioning = false)" + typed

@@ -12,49 +12,16 @@ and engine, the latest successful row (else the latest error).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 import pyarrow as pa
+
+from engines.contract import Element, PageResult  # noqa: F401  (the rows are made from them)
 
 LEVELS = ("word", "line", "block")
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 # Not read yet, on purpose: the run's budget (max_cost_usd) was spent first. Resume reads it.
 STATUS_PENDING = "pending"
-
-
-@dataclass
-class Element:
-    """One piece of recognised text, in source-image pixels.
-
-    `confidence` is in 0..1, or None where the engine gives none. `polygon` is
-    the list of (x, y) points when the engine gives a rotated/curved outline.
-    `block_id`/`line_id` tie words to lines and lines to blocks within a page;
-    `reading_order` is assigned per level by the engine (0 = first read).
-    """
-
-    text: str
-    x0: float | None  # None where the engine gives text without a location (plain-text VLMs)
-    y0: float | None
-    x1: float | None
-    y1: float | None
-    level: str = "line"
-    confidence: float | None = None
-    polygon: list[tuple[float, float]] | None = None
-    block_id: int | None = None
-    line_id: int | None = None
-    reading_order: int = 0
-    vertical: bool = False  # a column of text read top to bottom (manga, vertical CJK)
-
-
-@dataclass
-class PageResult:
-    """What an engine returns for one page."""
-
-    elements: list[Element] = field(default_factory=list)
-    text: str = ""
-    # API engines: prompt_tokens, completion_tokens, sent_width, sent_height, model
-    usage: dict = field(default_factory=dict)
 
 
 PAGE_COLUMNS = [

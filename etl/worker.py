@@ -15,61 +15,14 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from etl import images, storage
-from etl.redact import redact, secrets_from_env
+from engines.redact import redact, secrets_from_env
+from etl import dataset, images, storage
+from etl.dataset import PAGE_SUMMARY_KEYS, checkpointed, chunk_shard_name, chunks_of
 from etl.errors import EngineError, InputError, PageError, PageTimeout, TransientError
-from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING, PageResult, element_table, page_table
+from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING, PageResult
 
 MAX_ERROR_CHARS = 500
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a comic page is a few MB; a 1 GB body is a mistake or an attack
-# The output's disk is full, read-only, over quota, or a path part is a file: no retry helps.
-PERMANENT_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.ENOTDIR, errno.EDQUOT, errno.EFBIG}
-PAGE_SUMMARY_KEYS = ("page_id", "status", "error_kind", "error", "duration_ms", "prompt_tokens",
-                     "completion_tokens", "cost_usd", "lines_reread")
-
-
-def shard_uri(out: str, table: str, engine: str, name: str) -> str:
-    return storage.join(out, table, f"engine={engine}", f"part-{name}.parquet")
-
-
-def batch_shard_name(task: dict) -> str:
-    """A batch's shards are named by batch and run: a retried call of the run rewrites its own
-    shards, while another run of the same batch (a rerun beside an orphaned runner, two runs at
-    once) writes beside them, so however the writers interleave, a page row's elements are the
-    ones of its run (the views join on run_id)."""
-    return f"{task['batch_id']}-{task['run_id']}"
-
-
-def chunk_shard_name(task: dict, k: int) -> str:
-    """Chunk k of a batch (see `process_batch`): the first has the batch's plain name."""
-    return batch_shard_name(task) if k == 0 else f"{batch_shard_name(task)}-c{k}"
-
-
-def chunks_of(task: dict) -> list[list[dict]]:
-    """The batch's pages cut into checkpoints of `task["checkpoint"]` pages (one chunk without it)."""
-    pages = task["pages"]
-    size = task.get("checkpoint") or len(pages) or 1
-    return [pages[i:i + size] for i in range(0, len(pages), size)]
-
-
-def checkpointed(task: dict) -> dict[str, dict]:
-    """Page id -> page summary for the chunks of this batch and run already written: by an earlier
-    attempt of this call (killed for memory or time), or before the call was lost."""
-    import pyarrow.parquet as pq
-
-    done: dict[str, dict] = {}
-    for k in range(len(chunks_of(task))):
-        fs, path = storage.url_to_fs(shard_uri(task["out"], "pages", task["engine"], chunk_shard_name(task, k)))
-        try:
-            if not fs.exists(path):
-                continue
-            with fs.open(path, "rb") as f:
-                table = pq.read_table(f)
-        except Exception:  # unreadable: read those pages again (a later run sets the file aside)
-            continue
-        for row in table.select([c for c in PAGE_SUMMARY_KEYS if c in table.column_names]).to_pylist():
-            done[str(row["page_id"])] = row
-    return done
 
 
 def process_batch(task: dict) -> dict:
@@ -140,17 +93,11 @@ def process_batch(task: dict) -> dict:
 
 def _write_chunk(task: dict, name: str, done: list[tuple[dict, list[dict]]]) -> str | None:
     """Write one chunk's shards; the reason when the output refuses them for good, else None."""
-    engine = task["engine"]
-    element_rows = [e for _, elements in done for e in elements]
     try:
-        # Elements first, pages last: a page row is the commit mark the views and
-        # resume trust; elements without their page row are never shown.
-        if element_rows:
-            storage.write_parquet_atomic(element_table(element_rows), shard_uri(task["out"], "elements", engine, name))
-        storage.write_parquet_atomic(page_table([row for row, _ in done], task.get("extra_columns", [])),
-                                     shard_uri(task["out"], "pages", engine, name))
+        dataset.write_batch(task["out"], task["engine"], name, [row for row, _ in done],
+                            [e for _, elements in done for e in elements], task.get("extra_columns", []))
     except OSError as exc:
-        if exc.errno not in PERMANENT_WRITE_ERRNOS:
+        if exc.errno not in dataset.PERMANENT_WRITE_ERRNOS:
             raise  # Lithops retries the call: a network blip, a throttled store
         # A retry would read every page again only to fail the same way: report it instead.
         return f"cannot write the batch's shards: {_short(exc)}"

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engines import get_engine
-from etl import plan, storage
+from etl import dataset, plan, storage
 from etl.executor import load_config
 
 
@@ -72,11 +72,11 @@ def test_resume_skips_only_successful_pages_of_the_same_config(tmp_path):
     os.makedirs(os.path.dirname(shard))
     pq.write_table(pa.table({"page_id": ["p0000", "p0001", "p0002"], "status": ["ok", "error", "ok"],
                              "config_hash": ["h1", "h1", "h2"]}), shard)
-    done = plan.done_page_ids(out, "tesseract", "h1")
+    done = dataset.done_page_ids(out, "tesseract", "h1")
     assert done.to_list() == ["p0000"]
     todo = plan.pending(manifest(4), done)
     assert todo["page_id"].to_list() == ["p0001", "p0002", "p0003"]
-    assert plan.done_page_ids(out, "easyocr", "h1").is_empty()
+    assert dataset.done_page_ids(out, "easyocr", "h1").is_empty()
 
 
 def test_atomic_write_leaves_only_the_final_file(tmp_path):
