@@ -18,6 +18,7 @@ from etl.errors import ConfigError
 from etl.manifest import build_manifest, check_manifest, load_manifest, pages_from, uri_warnings
 from etl.query import connect, query
 from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING
+from etl.batch import BatchResult, BatchTask, PageTask
 from etl.dataset import checkpointed, client_rows_name, done_page_ids, set_aside_damaged, write_page_rows
 from etl.worker import client_identity, process_batch
 
@@ -98,7 +99,7 @@ def run_ocr(
     reread: Reread | None = None,
     on_start: Callable[[RunSummary], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
-    on_batch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
     **engine_options: Any,
 ) -> RunSummary:
     """OCR every page of `manifest` (a file, or a Polars frame of page_id, image_uri) not yet done
@@ -181,19 +182,21 @@ def run_ocr(
     client = client_identity() if be == "localhost" else None
     price = _model_price(getattr(options, "model", None))
     opts = dataclasses.asdict(options)
+    def pages_of(b) -> list[PageTask]:
+        pages = b.pages()
+        if reread is not None:  # a cascade stage: each page with its lines to re-read
+            pages = [dataclasses.replace(p, lines=reread.lines[str(p.page_id)]) for p in pages]
+        return pages
+
     tasks = [
-        {"engine": engine, "options": opts, "out": out, "run_id": summary.run_id, "batch_id": b.batch_id,
-         "config_hash": cfg_hash, "pages": b.pages(), "extra_columns": extra_columns,
-         "page_timeout": page_timeout, "max_pixels": max_pixels, "max_bytes": max_bytes, "price": price,
-         "client": client, "checkpoint": checkpoint or _checkpoint_pages(cls, options),
-         "reread_of": reread and reread.of}
+        BatchTask(engine=engine, options=opts, out=out, run_id=summary.run_id, batch_id=b.batch_id,
+                  config_hash=cfg_hash, pages=tuple(pages_of(b)), extra_columns=tuple(extra_columns),
+                  page_timeout=page_timeout, max_pixels=max_pixels, max_bytes=max_bytes, price=price,
+                  client=client, checkpoint=checkpoint or _checkpoint_pages(cls, options),
+                  reread_of=reread and reread.of)
         for b in batches
     ]
-    if reread is not None:
-        for task in tasks:
-            for page in task["pages"]:
-                page["lines"] = reread.lines[str(page["page_id"])]
-                summary.lines += len(page["lines"])
+    summary.lines = sum(len(p.lines or []) for t in tasks for p in t.pages)
     # A call may take its pages' time limits plus start-up; Lithops kills it after.
     timeout = call_timeout or (page_timeout * size + 300)
     executor = LithopsExecutor(lconfig, retries=retries, call_timeout=timeout, preload=cls.preload_modules(options))
@@ -233,33 +236,34 @@ class Spend:
     def __init__(self, budget: float):
         self.budget, self.spent, self.unit = budget, 0.0, None
 
-    def observe(self, result: dict) -> None:
-        for p in result["pages"]:
+    def observe(self, result: BatchResult) -> None:
+        for p in result.pages:
             if p.get("cost_usd") is not None:
                 self.spent += p["cost_usd"]
                 if p["status"] == STATUS_OK:  # every request of the page was sent (a pending page stopped early)
                     self.unit = max(self.unit or 0.0, p["cost_usd"] / (p.get("lines_reread") or 1))
 
-    def admit(self, queue: list[dict], workers: int) -> tuple[list[dict], list[dict]]:
+    def admit(self, queue: list[BatchTask], workers: int) -> tuple[list[BatchTask], list[BatchTask]]:
         """(the next wave, the rest). Until a price is known, one call alone; then as many calls
         as there are workers, each allowed its pages' requests at the dearest price seen."""
         left = self.budget - self.spent
         if left <= 0 or (self.unit is not None and left < self.unit):
             return [], queue
         if self.unit is None:
-            return [{**queue[0], "budget_usd": left, "unit_cost_usd": None}], queue[1:]
+            return [dataclasses.replace(queue[0], budget_usd=left, unit_cost_usd=None)], queue[1:]
         wave = []
         for task in queue[:max(1, workers)]:
-            need = self.unit * sum(len(p.get("lines") or [None]) for p in task["pages"])
-            wave.append({**task, "budget_usd": min(need, left), "unit_cost_usd": self.unit})
+            need = self.unit * sum(len(p.lines or [None]) for p in task.pages)
+            wave.append(dataclasses.replace(task, budget_usd=min(need, left), unit_cost_usd=self.unit))
             left -= need
             if left < self.unit:
                 break
         return wave, queue[len(wave):]
 
 
-def _run_tasks(executor, tasks: list[dict], summary: RunSummary, retries: int,
-               on_batch: Callable[[dict], None] | None, on_result: Callable[[dict], None] | None = None) -> None:
+def _run_tasks(executor, tasks: list[BatchTask], summary: RunSummary, retries: int,
+               on_batch: Callable[[BatchResult], None] | None,
+               on_result: Callable[[BatchResult], None] | None = None) -> None:
     """Run the calls to the end: every page of every task gets its row (read, failed or pending)."""
     todo_tasks, attempt = tasks, 0
     while todo_tasks:
@@ -272,8 +276,8 @@ def _run_tasks(executor, tasks: list[dict], summary: RunSummary, retries: int,
                 if attempt < retries:  # the worker may well have written its shards: the rerun rewrites them
                     lost.append(task)
                     continue
-            if error is None and result.get("write_error"):  # disk full, read-only: not retried
-                error = OutputUnwritable(result["write_error"])
+            if error is None and result.write_error:  # disk full, read-only: not retried
+                error = OutputUnwritable(result.write_error)
             _finish_batch(summary, task, result, error, retries, on_batch, on_result)
         for i in sorted(set(range(len(todo_tasks))) - seen):  # "all ok" means every page has a row
             _finish_batch(summary, todo_tasks[i], None, ResultLost("Lithops reported nothing for this call"),
@@ -299,35 +303,35 @@ class OutputUnwritable(OSError):
     """The worker read its pages but the output refused the shards for good (full, read-only)."""
 
 
-def _not_result_of(task: dict, result: Any) -> str | None:
+def _not_result_of(task: BatchTask, result: Any) -> str | None:
     """Why `result` is not the worker's report on `task` (None when it is)."""
-    if not isinstance(result, dict):
+    if not isinstance(result, BatchResult):
         return f"Lithops returned {type(result).__name__} instead of the worker's result"
-    if result.get("run_id") != task["run_id"] or result.get("batch_id") != task["batch_id"]:
-        return (f"its result belongs to batch {result.get('batch_id')!r} of run {result.get('run_id')!r}, "
-                f"not batch {task['batch_id']!r} of run {task['run_id']!r}")
-    got = sorted(str(p.get("page_id")) for p in result.get("pages") or [])
-    if got != sorted(str(p["page_id"]) for p in task["pages"]):
-        return f"its result lists {len(got)} pages, not the batch's {len(task['pages'])}"
+    if result.run_id != task.run_id or result.batch_id != task.batch_id:
+        return (f"its result belongs to batch {result.batch_id!r} of run {result.run_id!r}, "
+                f"not batch {task.batch_id!r} of run {task.run_id!r}")
+    got = sorted(str(p.get("page_id")) for p in result.pages or [])
+    if got != sorted(task.page_ids()):
+        return f"its result lists {len(got)} pages, not the batch's {len(task.pages)}"
     return None
 
 
-def _finish_batch(summary: RunSummary, task: dict, result: dict | None, error: BaseException | None,
-                  retries: int, on_batch: Callable[[dict], None] | None,
-                  on_result: Callable[[dict], None] | None = None) -> None:
+def _finish_batch(summary: RunSummary, task: BatchTask, result: BatchResult | None, error: BaseException | None,
+                  retries: int, on_batch: Callable[[BatchResult], None] | None,
+                  on_result: Callable[[BatchResult], None] | None = None) -> None:
     if error is not None:
         summary.failed_batches += 1
         try:  # the chunks its worker wrote before it died stand; the rest become error rows
             saved = checkpointed(task)
         except Exception:
             saved = {}
-        rest = {**task, "pages": [p for p in task["pages"] if str(p["page_id"]) not in saved]}
+        rest = task.with_pages(p for p in task.pages if str(p.page_id) not in saved)
         try:
-            result = _record_failed_batch(rest, error, retries) if rest["pages"] else _failed_pages(rest, "", "")
+            result = _record_failed_batch(rest, error, retries) if rest.pages else _failed_pages(rest, "", "")
         except Exception as exc:  # the output storage itself is failing: report, do not crash
             result = _unrecorded(rest, error, exc)
-            summary.unrecorded += len(result["pages"])
-        result["pages"] = list(saved.values()) + result["pages"]
+            summary.unrecorded += len(result.pages)
+        result.pages = list(saved.values()) + result.pages
     _account(summary, result)
     if on_result:
         on_result(result)
@@ -347,12 +351,11 @@ def _model_price(model: str | None) -> dict | None:
         return None
 
 
-def _account(summary: RunSummary, result: dict) -> None:
-    summary.engine_version = summary.engine_version or result.get("engine_version")
-    rss = result.get("peak_rss_mb")
-    if rss:
-        summary.max_peak_rss_mb = max(summary.max_peak_rss_mb or 0, rss)
-    for p in result["pages"]:
+def _account(summary: RunSummary, result: BatchResult) -> None:
+    summary.engine_version = summary.engine_version or result.engine_version
+    if result.peak_rss_mb:
+        summary.max_peak_rss_mb = max(summary.max_peak_rss_mb or 0, result.peak_rss_mb)
+    for p in result.pages:
         summary.page_seconds += (p.get("duration_ms") or 0) / 1000
         summary.prompt_tokens += p.get("prompt_tokens") or 0
         summary.completion_tokens += p.get("completion_tokens") or 0
@@ -369,20 +372,20 @@ def _account(summary: RunSummary, result: dict) -> None:
                 summary.examples.append(p)
 
 
-def _failed_pages(task: dict, kind: str, message: str) -> dict:
+def _failed_pages(task: BatchTask, kind: str, message: str, status: str = STATUS_ERROR) -> BatchResult:
     """The result of a batch whose worker reported nothing: every page failed with `message`."""
-    return {"batch_id": task["batch_id"], "run_id": task["run_id"], "engine_version": None,
-            "pages": [{"page_id": p["page_id"], "status": STATUS_ERROR, "error_kind": kind, "error": message}
-                      for p in task["pages"]]}
+    return BatchResult(batch_id=task.batch_id, run_id=task.run_id, engine_version=None,
+                       pages=[{"page_id": p.page_id, "status": status, "error_kind": kind, "error": message}
+                              for p in task.pages])
 
 
-def _unrecorded(task: dict, error: BaseException, write_error: BaseException) -> dict:
-    message = (f"batch {task['batch_id']} failed ({type(error).__name__}: {str(error)[:200]}) and its error rows "
+def _unrecorded(task: BatchTask, error: BaseException, write_error: BaseException) -> BatchResult:
+    message = (f"batch {task.batch_id} failed ({type(error).__name__}: {str(error)[:200]}) and its error rows "
                f"could not be written either ({type(write_error).__name__}: {str(write_error)[:200]})")
     return _failed_pages(task, "not_recorded", message)
 
 
-def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict:
+def _record_failed_batch(task: BatchTask, error: BaseException, retries: int) -> BatchResult:
     """A call that failed after its retries: its pages become error rows.
 
     Written under a name of its own (never over the worker's shard, which may
@@ -396,22 +399,18 @@ def _record_failed_batch(task: dict, error: BaseException, retries: int) -> dict
         type(error), "batch_failed")
     tries = "not retried" if isinstance(error, OutputUnwritable) else f"{retries} retries"
     return _record_pages(task, STATUS_ERROR, kind,
-                         f"batch {task['batch_id']} failed ({tries}): {type(error).__name__}: {error}"[:500])
+                         f"batch {task.batch_id} failed ({tries}): {type(error).__name__}: {error}"[:500])
 
 
-def _record_pages(task: dict, status: str, kind: str, message: str) -> dict:
+def _record_pages(task: BatchTask, status: str, kind: str, message: str) -> BatchResult:
     """Rows for a batch's pages that its worker did not write (failed, or left pending)."""
     now = datetime.now(timezone.utc)
     rows = [
-        {"page_id": p["page_id"], "image_uri": p["image_uri"], "engine": task["engine"],
-         "config_hash": task["config_hash"], "run_id": task["run_id"], "batch_id": task["batch_id"],
-         "status": status, "error_kind": kind, "error": message, "processed_at": now,
-         "extra": p.get("extra", {}), "reread_of": task.get("reread_of"),
-         "lines_reread": len(p["lines"]) if p.get("lines") is not None else None}
-        for p in task["pages"]
+        {"page_id": p.page_id, "image_uri": p.image_uri, "engine": task.engine, "config_hash": task.config_hash,
+         "run_id": task.run_id, "batch_id": task.batch_id, "status": status, "error_kind": kind, "error": message,
+         "processed_at": now, "extra": p.extra, "reread_of": task.reread_of,
+         "lines_reread": len(p.lines) if p.lines is not None else None}
+        for p in task.pages
     ]
-    write_page_rows(task["out"], task["engine"], client_rows_name(task, status), rows, task["extra_columns"])
-    result = _failed_pages(task, kind, message)
-    for p in result["pages"]:
-        p["status"] = status
-    return result
+    write_page_rows(task.out, task.engine, client_rows_name(task, status), rows, list(task.extra_columns))
+    return _failed_pages(task, kind, message, status)

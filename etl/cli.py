@@ -156,8 +156,8 @@ class RunProgress:
         self.task = self.bar.add_task("pages", total=self.total, status="")
         self.bar.start()
 
-    def batch(self, result: dict) -> None:
-        for p in result["pages"]:
+    def batch(self, result) -> None:
+        for p in result.pages:
             if p["status"] in ("ok", "pending"):  # pending: left for a rerun on purpose (budget)
                 self.ok += p["status"] == "ok"
             else:
@@ -167,10 +167,10 @@ class RunProgress:
         done, elapsed = self.ok + self.failed, max(1e-9, time.monotonic() - self.t0)
         rate = done / elapsed
         status = f"ok {self.ok} failed {self.failed} · {rate:.2f} pages/s" + (f" · ${self.cost:,.4f}" if self.cost is not None else "")
-        self.bar.update(self.task, advance=len(result["pages"]), status=status)
+        self.bar.update(self.task, advance=len(result.pages), status=status)
         if not self.live:
             left = (self.total - done) / rate if rate and done < self.total else 0.0
-            console.print(f"batch {result['batch_id']}: {len(result['pages'])} pages; {done}/{self.total} done, {status}, "
+            console.print(f"batch {result.batch_id}: {len(result.pages)} pages; {done}/{self.total} done, {status}, "
                           f"{elapsed:.0f} s, about {left:.0f} s left", soft_wrap=True, highlight=False)
 
     def stop(self) -> None:

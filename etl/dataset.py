@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow.dataset as pads
 
 from etl import storage
+from etl.batch import BatchTask, PageTask
 from etl.manifest import ID
 from etl.schema import STATUS_ERROR, STATUS_OK, element_table, page_table
 
@@ -42,41 +43,41 @@ def shard_uri(out: str, table: str, engine: str, name: str) -> str:
     return storage.join(out, table, f"engine={engine}", f"part-{name}.parquet")
 
 
-def batch_shard_name(task: dict) -> str:
+def batch_shard_name(task: BatchTask) -> str:
     """A batch's shards are named by batch and run: a retried call of the run rewrites its own
     shards, while another run of the same batch (a rerun beside an orphaned runner, two runs at
     once) writes beside them, so however the writers interleave, a page row's elements are the
     ones of its run (the views join on run_id)."""
-    return f"{task['batch_id']}-{task['run_id']}"
+    return f"{task.batch_id}-{task.run_id}"
 
 
-def chunk_shard_name(task: dict, k: int) -> str:
+def chunk_shard_name(task: BatchTask, k: int) -> str:
     """Chunk k of a batch (see `process_batch`): the first has the batch's plain name."""
     return batch_shard_name(task) if k == 0 else f"{batch_shard_name(task)}-c{k}"
 
 
-def chunks_of(task: dict) -> list[list[dict]]:
-    """The batch's pages cut into checkpoints of `task["checkpoint"]` pages (one chunk without it)."""
-    pages = task["pages"]
-    size = task.get("checkpoint") or len(pages) or 1
+def chunks_of(task: BatchTask) -> list[list[PageTask]]:
+    """The batch's pages cut into checkpoints of `task.checkpoint` pages (one chunk without it)."""
+    pages = list(task.pages)
+    size = task.checkpoint or len(pages) or 1
     return [pages[i:i + size] for i in range(0, len(pages), size)]
 
 
-def client_rows_name(task: dict, status: str) -> str:
+def client_rows_name(task: BatchTask, status: str) -> str:
     """The shard of rows the client writes for a batch's pages (a failed call, pages left pending):
     a name of its own, never over a worker's shard, which may exist if the call finished but its
     result was lost; the views prefer any success over these rows."""
-    return f"{task['batch_id']}-{'failed' if status == STATUS_ERROR else status}-{task['run_id']}"
+    return f"{task.batch_id}-{'failed' if status == STATUS_ERROR else status}-{task.run_id}"
 
 
-def checkpointed(task: dict) -> dict[str, dict]:
+def checkpointed(task: BatchTask) -> dict[str, dict]:
     """Page id -> page summary for the chunks of this batch and run already written: by an earlier
     attempt of this call (killed for memory or time), or before the call was lost."""
     import pyarrow.parquet as pq
 
     done: dict[str, dict] = {}
     for k in range(len(chunks_of(task))):
-        fs, path = storage.url_to_fs(shard_uri(task["out"], "pages", task["engine"], chunk_shard_name(task, k)))
+        fs, path = storage.url_to_fs(shard_uri(task.out, "pages", task.engine, chunk_shard_name(task, k)))
         try:
             if not fs.exists(path):
                 continue

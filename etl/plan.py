@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from etl.batch import PageTask
 from etl.manifest import ID, URI
 
 
@@ -34,13 +35,11 @@ class Batch:
     def rows(self) -> pl.DataFrame:
         return self.frame.slice(self.offset, self.length)
 
-    def pages(self) -> list[dict]:
-        """The task payload: {"page_id", "image_uri", "extra": {...}} per page."""
+    def pages(self) -> list[PageTask]:
+        """The task's pages, each with its manifest extras."""
         extras = [c for c in self.frame.columns if c not in (ID, URI)]
-        return [
-            {"page_id": r[ID], "image_uri": r[URI], "extra": {c: r[c] for c in extras}}
-            for r in self.rows.iter_rows(named=True)
-        ]
+        return [PageTask(page_id=r[ID], image_uri=r[URI], extra={c: r[c] for c in extras})
+                for r in self.rows.iter_rows(named=True)]
 
 
 def config_hash(engine: str, options, reread: dict | None = None) -> str:

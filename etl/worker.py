@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 from engines.redact import redact, secrets_from_env
 from etl import dataset, images, storage
+from etl.batch import BatchResult, BatchTask, PageTask
 from etl.dataset import PAGE_SUMMARY_KEYS, checkpointed, chunk_shard_name, chunks_of
 from etl.errors import EngineError, InputError, PageError, PageTimeout, TransientError
 from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING, PageResult
@@ -25,20 +26,21 @@ MAX_ERROR_CHARS = 500
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a comic page is a few MB; a 1 GB body is a mistake or an attack
 
 
-def process_batch(task: dict) -> dict:
-    """Run one batch; return a summary (per-page status, timings, peak memory).
+def process_batch(task: BatchTask | dict) -> BatchResult:
+    """Run one batch; return its result (per-page status, timings, peak memory).
 
     Never raises for a bad page: each failure becomes a page row with
     status='error'. Raises only when the shards cannot be written, so that
     Lithops retries the whole call. Pages are written in chunks of
-    `task["checkpoint"]` pages: a call killed midway keeps its finished chunks,
+    `task.checkpoint` pages: a call killed midway keeps its finished chunks,
     and its retry reads only the rest.
     """
     t0 = time.perf_counter()
-    engine_name = task["engine"]
-    common = {k: task[k] for k in ("engine", "config_hash", "run_id", "batch_id")}
-    if client_gone(task.get("client")):  # before the model load: a queue of orphaned calls ends fast
-        return {**_result(task, None, [], t0, 0.0), "abandoned": True}
+    task = BatchTask.of(task)
+    engine_name = task.engine
+    common = {"engine": task.engine, "config_hash": task.config_hash, "run_id": task.run_id, "batch_id": task.batch_id}
+    if client_gone(task.client):  # before the model load: a queue of orphaned calls ends fast
+        return _result(task, None, [], t0, 0.0, abandoned=True)
     chunks = chunks_of(task)
     earlier = checkpointed(task) if len(chunks) > 1 else {}
     engine, engine_version, init_error = None, None, None
@@ -46,25 +48,25 @@ def process_batch(task: dict) -> dict:
         from engines import get_engine
 
         cls = get_engine(engine_name)
-        engine = cls(cls.parse_options(task["options"]))
+        engine = cls(cls.parse_options(task.options))
         engine_version = engine.version()
     except Exception as exc:  # engine cannot start here: every page gets the reason
         init_error = PageError(f"engine {engine_name!r} failed to start: {_short(exc)}", kind="engine_init")
     load_s = time.perf_counter() - t0
 
-    def one(page: dict, timed: bool) -> tuple[dict, list[dict]] | None:
-        if client_gone(task.get("client")):  # its client was killed: what is read is kept, the rest waits
+    def one(page: PageTask, timed: bool) -> tuple[dict, list[dict]] | None:
+        if client_gone(task.client):  # its client was killed: what is read is kept, the rest waits
             return None
         return _process_page(engine, init_error, page, task, common, engine_version, timed, budget)
 
-    budget = Allowance(task["budget_usd"], task.get("unit_cost_usd")) if task.get("budget_usd") is not None else None
+    budget = Allowance(task.budget_usd, task.unit_cost_usd) if task.budget_usd is not None else None
     concurrency = getattr(engine, "concurrency", 1) if engine is not None else 1
     summaries: list[dict] = []
     stopped = False
     try:
         for k, chunk in enumerate(chunks):
-            if earlier and all(str(p["page_id"]) in earlier for p in chunk):
-                summaries += [earlier[str(p["page_id"])] for p in chunk]
+            if earlier and all(str(p.page_id) in earlier for p in chunk):
+                summaries += [earlier[str(p.page_id)] for p in chunk]
                 continue
             if concurrency > 1:
                 # API engines: pages wait on the network, so several are in flight; each
@@ -79,7 +81,7 @@ def process_batch(task: dict) -> dict:
             stopped = len(done) < len(chunk)
             if done:
                 if error := _write_chunk(task, chunk_shard_name(task, k), done):
-                    return {**_result(task, engine_version, summaries + _summaries(done), t0, load_s), "write_error": error}
+                    return _result(task, engine_version, summaries + _summaries(done), t0, load_s, write_error=error)
                 summaries += _summaries(done)
             if stopped:
                 break
@@ -87,15 +89,15 @@ def process_batch(task: dict) -> dict:
         if engine is not None:
             engine.close()
     if stopped or not summaries:  # its client died: nobody reads this; the shards hold what was read
-        return {**_result(task, engine_version, summaries, t0, load_s), "abandoned": True}
+        return _result(task, engine_version, summaries, t0, load_s, abandoned=True)
     return _result(task, engine_version, summaries, t0, load_s)
 
 
-def _write_chunk(task: dict, name: str, done: list[tuple[dict, list[dict]]]) -> str | None:
+def _write_chunk(task: BatchTask, name: str, done: list[tuple[dict, list[dict]]]) -> str | None:
     """Write one chunk's shards; the reason when the output refuses them for good, else None."""
     try:
-        dataset.write_batch(task["out"], task["engine"], name, [row for row, _ in done],
-                            [e for _, elements in done for e in elements], task.get("extra_columns", []))
+        dataset.write_batch(task.out, task.engine, name, [row for row, _ in done],
+                            [e for _, elements in done for e in elements], list(task.extra_columns))
     except OSError as exc:
         if exc.errno not in dataset.PERMANENT_WRITE_ERRNOS:
             raise  # Lithops retries the call: a network blip, a throttled store
@@ -108,16 +110,10 @@ def _summaries(done: list[tuple[dict, list[dict]]]) -> list[dict]:
     return [{k: row.get(k) for k in PAGE_SUMMARY_KEYS} for row, _ in done]
 
 
-def _result(task: dict, engine_version: str | None, summaries: list[dict], t0: float, load_s: float) -> dict:
-    return {
-        "batch_id": task["batch_id"],
-        "run_id": task["run_id"],  # the client checks that a result is this run's and this batch's
-        "engine_version": engine_version,
-        "pages": summaries,
-        "load_s": load_s,
-        "elapsed_s": time.perf_counter() - t0,
-        "peak_rss_mb": _peak_rss_mb(),
-    }
+def _result(task: BatchTask, engine_version: str | None, summaries: list[dict], t0: float, load_s: float,
+            **flags) -> BatchResult:
+    return BatchResult(batch_id=task.batch_id, run_id=task.run_id, engine_version=engine_version, pages=summaries,
+                       load_s=load_s, elapsed_s=time.perf_counter() - t0, peak_rss_mb=_peak_rss_mb(), **flags)
 
 
 def client_identity() -> dict:
@@ -181,16 +177,16 @@ class Allowance:
             self.cond.notify_all()
 
 
-def _process_page(engine, init_error, page: dict, task: dict, common: dict, engine_version, timed: bool,
+def _process_page(engine, init_error, page: PageTask, task: BatchTask, common: dict, engine_version, timed: bool,
                   budget: Allowance | None = None):
     """One page -> its page row and element rows; every failure becomes the row's error.
 
     A page with `lines` (a cascade stage) has only those lines re-read (`Engine.read_lines`).
     """
     started = time.perf_counter()
-    row = {**common, "page_id": page["page_id"], "image_uri": page["image_uri"],
-           "engine_version": engine_version, "extra": page.get("extra", {}), "reread_of": task.get("reread_of")}
-    lines = page.get("lines")
+    row = {**common, "page_id": page.page_id, "image_uri": page.image_uri,
+           "engine_version": engine_version, "extra": page.extra, "reread_of": task.reread_of}
+    lines = page.lines
     if lines is not None:
         row["lines_reread"] = len(lines)
     elements: list[dict] = []
@@ -198,11 +194,11 @@ def _process_page(engine, init_error, page: dict, task: dict, common: dict, engi
         if init_error:
             raise init_error
         # One deadline for the whole page: a stalled HTTP read is the page's timeout, not its batch's.
-        with deadline(task.get("page_timeout") if timed else None):
-            data = _read(page["image_uri"], task.get("max_bytes") or DEFAULT_MAX_BYTES)
-            image = images.decode(data, task.get("max_pixels") or images.DEFAULT_MAX_PIXELS)
+        with deadline(task.page_timeout if timed else None):
+            data = _read(page.image_uri, task.max_bytes or DEFAULT_MAX_BYTES)
+            image = images.decode(data, task.max_pixels or images.DEFAULT_MAX_PIXELS)
             row["width"], row["height"] = image.size
-            result = _read_within(engine, image, lines, budget, task.get("price"))
+            result = _read_within(engine, image, lines, budget, task.price)
     except BudgetSpent as exc:
         row.update(status=STATUS_PENDING, error_kind="budget", error=str(exc), cost_usd=exc.spent or None)
     except PageError as exc:
@@ -218,10 +214,10 @@ def _process_page(engine, init_error, page: dict, task: dict, common: dict, engi
             status=STATUS_OK, text=redact(result.text, secrets), n_elements=len(result.elements),
             mean_confidence=sum(confs) / len(confs) if confs else None,
         )
-        _add_usage(row, result.usage, task.get("price"))
+        _add_usage(row, result.usage, task.price)
         for el in result.elements:
             elements.append({
-                **common, "page_id": page["page_id"], "level": el.level, "text": redact(el.text, secrets),
+                **common, "page_id": page.page_id, "level": el.level, "text": redact(el.text, secrets),
                 "confidence": el.confidence, "x0": el.x0, "y0": el.y0, "x1": el.x1, "y1": el.y1,
                 "polygon": [list(p) for p in el.polygon] if el.polygon else None,
                 "reading_order": el.reading_order, "block_id": el.block_id, "line_id": el.line_id,

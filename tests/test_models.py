@@ -63,8 +63,8 @@ def test_a_worker_without_the_weights_makes_engine_init_error_rows(comic_pages, 
     task = {"engine": "easyocr", "options": {"model_dir": str(empty_dir)}, "out": str(tmp_path / "ds"), "run_id": "r1",
             "batch_id": "b1", "config_hash": "h1", "pages": pages, "extra_columns": []}
     result = process_batch(task)
-    assert [p["error_kind"] for p in result["pages"]] == ["engine_init", "engine_init"]
-    assert "failed to start" in result["pages"][0]["error"] and "craft_mlt_25k.pth" in result["pages"][0]["error"]
+    assert [p["error_kind"] for p in result.pages] == ["engine_init", "engine_init"]
+    assert "failed to start" in result.pages[0]["error"] and "craft_mlt_25k.pth" in result.pages[0]["error"]
     con = connect(str(tmp_path / "ds"))
     assert con.execute("select count(*) from pages where error_kind = 'engine_init'").fetchall() == [(2,)]
     con.close()

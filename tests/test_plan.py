@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from engines import get_engine
 from etl import dataset, plan, storage
+from etl.batch import PageTask
 from etl.executor import load_config
 
 
@@ -23,9 +24,9 @@ def test_batches_are_deterministic_ordered_and_content_addressed():
     a = plan.make_batches(df, 4, "tesseract", "h1")
     b = plan.make_batches(df, 4, "tesseract", "h1")
     assert [x.batch_id for x in a] == [x.batch_id for x in b]
-    assert [[p["page_id"] for p in x.pages()] for x in a] == [
+    assert [[p.page_id for p in x.pages()] for x in a] == [
         ["p0000", "p0001", "p0002", "p0003"], ["p0004", "p0005", "p0006", "p0007"], ["p0008", "p0009"]]
-    assert a[0].pages()[0] == {"page_id": "p0000", "image_uri": "/x/0.png", "extra": {"series": "S"}}
+    assert a[0].pages()[0] == PageTask(page_id="p0000", image_uri="/x/0.png", extra={"series": "S"})
     assert len({x.batch_id for x in a}) == 3
     # Other options or other pages: other ids (a different shard).
     assert plan.make_batches(df, 4, "tesseract", "h2")[0].batch_id != a[0].batch_id

@@ -286,7 +286,7 @@ def test_a_call_reported_done_without_its_batchs_result_becomes_retried_not_a_cr
     real = api.process_batch
 
     def first_batch_reports_nothing(task):  # runs in the Lithops worker (forked from this process)
-        return None if task["pages"][0]["page_id"] == "comic-000" else real(task)
+        return None if task.pages[0].page_id == "comic-000" else real(task)
 
     monkeypatch.setattr(api, "process_batch", first_batch_reports_nothing)
     s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(tmp_path / "ds"), layout="page", batch=3, retries=1)

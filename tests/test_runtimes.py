@@ -107,7 +107,8 @@ def test_runtime_requirements_install_in_a_clean_venv_and_run_a_batch(tmp_path):
         "batch_id": "b1", "config_hash": "h", "extra_columns": [], "page_timeout": 120,
         "pages": [{"page_id": "p0", "image_uri": str(REPO / "examples/pages/pepper-carrot-e01-p00.webp"), "extra": {}}],
     }
-    code = "import json, sys; from etl.worker import process_batch; print(json.dumps(process_batch(json.loads(sys.argv[1]))))"
+    code = ("import dataclasses, json, sys; from etl.worker import process_batch; "
+            "print(json.dumps(dataclasses.asdict(process_batch(json.loads(sys.argv[1])))))")
     done = subprocess.run([py, "-c", code, json.dumps(task)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
