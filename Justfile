@@ -13,7 +13,7 @@ default:
 setup:
     bash scripts/setup.sh
 
-# OCR a manifest into a dataset: manifest=PATH [engine=ppocrv6] [out=out] [batch=] [workers=] [lang=] [backend=] [config=] [limit=] [force=true]
+# OCR a manifest into a dataset: manifest=PATH [engine=ppocrv6] [out=out] [batch=] [workers=] [lang=] [limit=] [force=true] [max_cost_usd=] | cascade=tesseract,qwen [when=] [pages_when=]
 ocr *args:
     @{{python}} -m etl.cli ocr "$@"
 
@@ -37,7 +37,7 @@ embed *args:
 manifest *args:
     @{{python}} -m etl.cli manifest "$@"
 
-# expected wall time and dollars of a run: (manifest=PATH | pages=N) [engine=] [backend=aws_lambda] [workers=100] [batch=] [memory=MB]
+# expected wall time and dollars of a run: (manifest=PATH | pages=N) [engine=] [backend=aws_lambda] [workers=100] [batch=] [memory=MB] [cascade=A,B [when=] [out=SAMPLE_DATASET]]
 estimate *args:
     @{{python}} -m etl.cli estimate "$@"
 

@@ -1,4 +1,4 @@
-"""The engine contract, its option parsing and the lazy registry.
+"""The engine contract, its option parsing (and every command's `key=value` arguments) and the lazy registry.
 
 An engine is an adapter with typed options (a dataclass), a version string and
 a `read(image) -> PageResult`. The worker creates one engine per batch (model
@@ -146,6 +146,19 @@ def get_engine(name: str) -> type[Engine]:
             f"engine {name!r} needs packages that are not installed ({exc.name or exc}): "
             f"pip install 'comic-ocr-etl[{extra}]'"
         ) from None
+
+
+def parse_kv(args: list[str]) -> dict[str, str]:
+    """`key=value` arguments (every command's, and engine specs' options) -> a dict. Keys lose
+    leading dashes and have "-" read as "_"; a value may hold "=". ConfigError for anything else."""
+    kv = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {arg!r}")
+        kv[key] = value
+    return kv
 
 
 def parse_dataclass(cls: type, raw: dict[str, Any], what: str) -> Any:

@@ -199,7 +199,13 @@ def provision(target: Path, engines: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    args = dict(a.split("=", 1) for a in argv)
+    from engines.base import parse_kv
+
+    try:
+        args = parse_kv(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     target = Path(args.get("dir", "models"))
     engines = [e for e in args.get("engines", ",".join(MODEL_SETS)).split(",") if e]
     unknown = [e for e in engines if e not in MODEL_SETS]

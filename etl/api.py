@@ -15,7 +15,7 @@ import polars as pl
 from engines.base import DEFAULT_ENGINE
 from etl import plan, storage
 from etl.errors import ConfigError
-from etl.manifest import build_manifest, check_manifest, load_manifest, pages_from, uri_warnings
+from etl.manifest import build_manifest, check_manifest, load_manifest, pages_from
 from etl.query import connect, query
 from etl.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING
 from etl.batch import BatchResult, BatchTask, PageTask
@@ -142,16 +142,16 @@ def run_ocr(
     if where is not None and from_ is None:
         raise ConfigError("where= chooses pages of a dataset: give from_= (from= on the command line) too")
     out = out or from_ or "out"
+    warnings: list[str] = []
     if reread is None and isinstance(manifest, pl.DataFrame):  # pages already chosen (a cascade's doubtful pages)
-        df, manifest = check_manifest(manifest.lazy(), "the given pages"), f"{manifest.height} given pages"
+        df, manifest = check_manifest(manifest.lazy(), "the given pages", warnings), f"{manifest.height} given pages"
     elif reread is None:
-        df = load_manifest(manifest) if manifest is not None else pages_from(from_, where)
+        df = load_manifest(manifest, warnings) if manifest is not None else pages_from(from_, where, warnings)
     manifest = manifest or (f"{from_} where {where or 'true'}" if from_ else f"lines of {reread.of}")
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, not {limit}")
         df = df.head(limit)
-    warnings = [w for w in [uri_warnings(df, manifest)] if w]
     for w in warnings:
         if on_warning:
             on_warning(w)

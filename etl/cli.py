@@ -48,13 +48,12 @@ out_console = Console()
 
 
 def parse_kv(args: list[str]) -> dict[str, str]:
-    kv = {}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or not key:
-            raise UsageError(f"expected key=value, got {arg!r}\n{USAGE}")
-        kv[key.strip().lstrip("-").replace("-", "_")] = value
-    return kv
+    from engines.base import parse_kv as parse
+
+    try:
+        return parse(args)
+    except UsageError as exc:
+        raise UsageError(f"{exc}\n{USAGE}") from None
 
 
 def _typed(key: str, value: str) -> Any:

@@ -104,8 +104,10 @@ def discover(folder: str | Path) -> list[EvalSet]:
 
 def parse_spec(spec: str) -> tuple[str, str, dict]:
     """'tesseract:layout=page:psm=4' -> (label, engine, options)."""
+    from engines.base import parse_kv
+
     name, *opts = spec.split(":")
-    return spec, name, dict(o.split("=", 1) for o in opts)
+    return spec, name, parse_kv(opts)
 
 
 def page_texts(out: str, engine: str, config_hash: str | None = None) -> dict[str, str | None]:

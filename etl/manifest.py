@@ -64,18 +64,18 @@ def _fmt_rows(rows: list[int], total: int) -> str:
     return ", ".join(map(str, rows)) + more
 
 
-def load_manifest(uri: str) -> pl.DataFrame:
+def load_manifest(uri: str, warnings: list[str] | None = None) -> pl.DataFrame:
     """Read and check a manifest; return columns page_id, image_uri, then extras.
 
     Raises ManifestError naming the file, column and rows for: a missing
     column, no rows, null/empty ids or URIs, duplicate ids. URIs with an
     unsupported scheme are not fatal (see `uri_warnings`): those pages get
-    error rows and the rest of the run goes on.
+    error rows and the rest of the run goes on; with `warnings`, that warning is added to it.
     """
-    return check_manifest(_read(uri), uri)
+    return check_manifest(_read(uri), uri, warnings)
 
 
-def check_manifest(lf: pl.LazyFrame, uri: str) -> pl.DataFrame:
+def check_manifest(lf: pl.LazyFrame, uri: str, warnings: list[str] | None = None) -> pl.DataFrame:
     """`load_manifest`'s checks on a frame from anywhere (a file, a query); `uri` names it in
     errors and is where relative image paths are resolved from."""
     columns = lf.collect_schema().names()
@@ -99,10 +99,13 @@ def check_manifest(lf: pl.LazyFrame, uri: str) -> pl.DataFrame:
     if df.height == 0:
         raise ManifestError(f"{uri}: no rows (only a header?)")
     empty = {col: pl.col(col).is_null() | (pl.col(col).str.len_bytes() == 0) for col in (ID, URI)}
-    # One pass for every count. Distinct hashes == rows proves the ids unique (a collision
-    # can only lower the count); only then is the exact, slower duplicate check skipped.
+    # One pass for every count (the expressions run side by side). Distinct hashes == rows proves
+    # the ids unique (a collision can only lower the count); only then is the exact, slower
+    # duplicate check skipped.
+    first = df[URI][0]
     counts = df.select(
-        *[e.sum().alias(col) for col, e in empty.items()], pl.col(ID).hash().n_unique().alias("distinct")
+        *[e.sum().alias(col) for col, e in empty.items()], pl.col(ID).hash().n_unique().alias("distinct"),
+        _same_scheme_as(first).all().alias("uniform"),
     ).row(0, named=True)
     for col in (ID, URI):
         n = counts[col]
@@ -112,7 +115,10 @@ def check_manifest(lf: pl.LazyFrame, uri: str) -> pl.DataFrame:
             )
     if counts["distinct"] < df.height:
         _check_duplicates(df, uri)
-    return _resolve(uri, df)
+    uniform = storage.scheme_of(first) if counts["uniform"] else None
+    if warnings is not None and (w := uri_warnings(df, uri, uniform)):
+        warnings.append(w)
+    return df if uniform is not None else _resolve(uri, df)
 
 
 def _scheme(col: pl.Expr) -> pl.Expr:
@@ -126,18 +132,26 @@ def _uniform_scheme(df: pl.DataFrame) -> str | None:
     One prefix test per row answers it for the usual manifest (all `s3://bucket/...` or all
     `/data/...`); per-row scheme parsing, several times slower, is left to mixed manifests.
     """
-    col, first = pl.col(URI), df[URI][0]
-    scheme = storage.scheme_of(first)
+    first = df[URI][0]
+    return storage.scheme_of(first) if df.select(_same_scheme_as(first).all()).item() else None
+
+
+def _same_scheme_as(first: str) -> pl.Expr:
+    """True where a URI has the scheme of `first` (for a local path: is an absolute local path)."""
+    col, scheme = pl.col(URI), storage.scheme_of(first)
     if scheme:
-        same = col.str.starts_with(first[: len(scheme) + 3])
-    else:
-        same = col.str.starts_with("/") & ~col.str.contains("://", literal=True)
-    return scheme if df.select(same.all()).item() else None
+        return col.str.starts_with(first[: len(scheme) + 3])
+    return col.str.starts_with("/") & ~col.str.contains("://", literal=True)
 
 
-def uri_warnings(df: pl.DataFrame, uri: str) -> str | None:
-    """A message naming the rows whose image URI scheme no reader supports, or None."""
-    uniform = _uniform_scheme(df) if df.height else ""
+_UNKNOWN = object()
+
+
+def uri_warnings(df: pl.DataFrame, uri: str, uniform: str | None | object = _UNKNOWN) -> str | None:
+    """A message naming the rows whose image URI scheme no reader supports, or None. `uniform`:
+    the one scheme of every URI, or None when they differ, where the caller knows it."""
+    if uniform is _UNKNOWN:
+        uniform = _uniform_scheme(df) if df.height else ""
     if uniform is not None:
         schemes = [uniform]
     else:  # a handful of schemes: check those, and find the rows only when one is bad
@@ -174,10 +188,8 @@ def _check_duplicates(df: pl.DataFrame, uri: str) -> None:
 
 
 def _resolve(manifest_uri: str, df: pl.DataFrame) -> pl.DataFrame:
-    """Relative local paths are relative to the manifest's folder."""
+    """Relative local paths are relative to the manifest's folder (a manifest of mixed URIs)."""
     col = pl.col(URI)
-    if _uniform_scheme(df) is not None:  # all URIs, or all absolute paths: nothing to join
-        return df
     relative = ~col.str.contains("://", literal=True) & ~col.str.starts_with("/") & (col.str.len_bytes() > 0)
     if not df.select(relative.any()).item():  # object-store URIs: nothing to join
         return df
@@ -233,7 +245,7 @@ def write_frame(df: pl.DataFrame, out: str) -> None:
             raise ManifestError(f"{out}: unsupported manifest format {ext}; use .csv, .parquet or .jsonl")
 
 
-def pages_from(dataset: str, where: str | None = None) -> pl.DataFrame:
+def pages_from(dataset: str, where: str | None = None, warnings: list[str] | None = None) -> pl.DataFrame:
     """A manifest chosen by SQL: the pages of an existing dataset matching `where`, a condition
     over its `pages` view (one row per page, engine and options), e.g.
     `engine = 'tesseract' and (status = 'error' or mean_confidence < 0.8)`.
@@ -256,4 +268,4 @@ def pages_from(dataset: str, where: str | None = None) -> pl.DataFrame:
         con.close()
     if df.height == 0:
         raise ManifestError(f"from={dataset} where={where!r}: no page matches")
-    return check_manifest(df.lazy(), f"{dataset} (where {where or 'true'})")
+    return check_manifest(df.lazy(), f"{dataset} (where {where or 'true'})", warnings)
