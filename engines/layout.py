@@ -10,6 +10,8 @@ a row (blocks side by side), left to right, or right to left for manga (`rtl=Tru
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 
 from engines.contract import Element, PageResult
@@ -179,6 +181,53 @@ def assemble(lines: list[tuple[int, Line]], joiner: str = " ") -> PageResult:
 
 
 def assemble_in_reading_order(lines: list[Line], rtl: bool, joiner: str = " ") -> PageResult:
-    """Lines in any order -> blocks, reading order (`reading_sequence`) and elements (`assemble`)."""
+    """Lines in any order -> blocks, reading order (`reading_sequence`) and elements (`assemble`).
+
+    Furigana (`split_furigana`) are kept out of the blocks and the page text: each becomes an
+    element of level "furigana", tied by line_id and block_id to the column it reads.
+    """
+    lines, ruby = split_furigana(lines)
     seq = reading_sequence([ln.box for ln in lines], rtl=rtl, vertical=[ln.vertical for ln in lines])
-    return assemble([(bi, lines[li]) for bi, li in seq], joiner=joiner)
+    result = assemble([(bi, lines[li]) for bi, li in seq], joiner=joiner)
+    if ruby:
+        placed = {(e.x0, e.y0, e.x1, e.y1): e for e in result.elements if e.level == "line"}
+        for order, (line, base) in enumerate(ruby):
+            b, host = line.box, placed.get((base.box.x0, base.box.y0, base.box.x1, base.box.y1))
+            result.elements.append(Element(
+                text=line.text, level="furigana", confidence=line.confidence, x0=b.x0, y0=b.y0, x1=b.x1, y1=b.y1,
+                polygon=line.polygon, block_id=host.block_id if host else None, line_id=host.line_id if host else None,
+                reading_order=order, vertical=True))
+    return result
+
+
+KANA_ONLY = re.compile(r"^[\u3041-\u309f\u30a0-\u30ffー・]+$")
+
+
+def split_furigana(lines: list[Line]) -> tuple[list[Line], list[tuple[Line, Line]]]:
+    """(the text's lines, [(furigana, the column it reads)]). A furigana is a vertical line of kana
+    alone, at most 0.6 times as wide as the page's usual column, that stands against the right edge
+    of a full-width column and beside it for at least half its height: the reading printed next
+    to the kanji it glosses, which transcripts leave out."""
+    columns = [ln for ln in lines if ln.vertical and len(ln.text) >= 3]
+    if len(columns) < 2:
+        return lines, []
+    usual = sorted(ln.box.x1 - ln.box.x0 for ln in columns)[len(columns) // 2]
+    ruby, main = [], []
+    for ln in lines:
+        b, w = ln.box, ln.box.x1 - ln.box.x0
+        host = None
+        if ln.vertical and w <= 0.6 * usual and KANA_ONLY.match(ln.text):
+            for m in lines:
+                mb = m.box
+                if m is ln or not m.vertical or mb.x1 - mb.x0 < 0.8 * usual:
+                    continue
+                beside = mb.x0 + 0.5 * (mb.x1 - mb.x0) <= b.x0 and b.x0 - mb.x1 <= w
+                overlap = min(b.y1, mb.y1) - max(b.y0, mb.y0)
+                if beside and overlap >= 0.5 * (b.y1 - b.y0):
+                    host = m
+                    break
+        if host is not None:
+            ruby.append((ln, host))
+        else:
+            main.append(ln)
+    return main, ruby

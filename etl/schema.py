@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from engines.contract import Element, PageResult  # noqa: F401  (the rows are made from them)
 
-LEVELS = ("word", "line", "block")
+LEVELS = ("word", "line", "block", "furigana")  # furigana: a reading printed beside a column, not in the text
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 # Not read yet, on purpose: the run's budget (max_cost_usd) was spent first. Resume reads it.

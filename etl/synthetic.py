@@ -55,6 +55,7 @@ class Page:
     width: int
     height: int
     lines: list[TextLine] = field(default_factory=list)
+    furigana: list[str] = field(default_factory=list)  # readings printed beside the text, not part of it
 
     @property
     def text(self) -> str:
@@ -240,14 +241,21 @@ def _ja_font(size: int) -> ImageFont.ImageFont:
     raise FileNotFoundError("no Japanese font: apt-get install fonts-ipafont-gothic")
 
 
-def make_manga_page(seed: int, page_id: str | None = None, width: int = 1200, height: int = 1700) -> tuple[Image.Image, Page]:
+RUBY = ("きょう", "ほんとう", "だいじょうぶ", "やくそく", "なまえ", "ともだち", "せんせい", "みち")
+
+
+def make_manga_page(seed: int, page_id: str | None = None, width: int = 1200, height: int = 1700,
+                    furigana: bool = False) -> tuple[Image.Image, Page]:
     """A manga page: panels read right to left, tall bubbles of vertical Japanese columns
     (each column top to bottom, columns right to left). The transcript is in that order,
-    one column per line."""
+    one column per line. With `furigana`, the first column of each bubble has a small kana
+    reading beside it, on its right, as manga print them; readings are not in the transcript
+    (they are in `page.furigana`)."""
     rng = random.Random(seed)
     img = Image.new("L", (width, height), 255)
     draw = ImageDraw.Draw(img)
     page = Page(page_id or f"manga-{seed:04d}", width, height)
+    ruby_font = _ja_font(size_ruby := 15) if furigana else None
     margin, gutter, rows = 40, 24, 2
     size = rng.choice([34, 38])
     font = _ja_font(size)
@@ -277,6 +285,13 @@ def make_manga_page(seed: int, page_id: str | None = None, width: int = 1200, he
                     l, t, rr, b = draw.textbbox((0, 0), ch, font=font)
                     draw.text((x - (l + rr) / 2, top + j * step - t), ch, font=font, fill=0)
                 page.lines.append(TextLine(phrase, (int(x - size / 2), top, int(x + size / 2), top + len(phrase) * step)))
+                if ruby_font is not None and k == 0:
+                    reading = rng.choice(RUBY)
+                    rx = x + size / 2 + size_ruby * 0.5 + 6
+                    for j, ch in enumerate(reading):
+                        l, t, rr, b = draw.textbbox((0, 0), ch, font=ruby_font)
+                        draw.text((rx - (l + rr) / 2, top + j * int(size_ruby * 1.1) - t), ch, font=ruby_font, fill=0)
+                    page.furigana.append(reading)
     return img, page
 
 

@@ -49,6 +49,15 @@ class FakeVLM:
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    @classmethod
+    def of_folder(cls, folder) -> "FakeVLM":
+        """A stand-in that knows the pages of a generated folder (manifest.csv, truth.jsonl with boxes)."""
+        pages = {}
+        for line in (folder / "truth.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            pages[rec["page_id"]] = (Image.open(folder / f"{rec['page_id']}.png"), rec["lines"])
+        return cls(pages)
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"

@@ -1,12 +1,10 @@
 """Cascades and budgets on the real pipeline: real Tesseract and PP-OCRv6, real Lithops localhost,
 real Parquet and DuckDB; the API model is the local stand-in (which answers with the true text)."""
 
-import json
 import subprocess
 import sys
 
 import pytest
-from PIL import Image
 
 from conftest import recall, truth_of
 from etl.api import run_ocr
@@ -24,11 +22,7 @@ CROP_USD = (100 * 0.25 + 5 * 0.75) / 1e6  # the stand-in's tokens for one line, 
 @pytest.fixture
 def fake(comic_pages, monkeypatch):
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-CASCADETEST-0123456789")
-    pages = {}
-    for line in (comic_pages / "truth.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        pages[rec["page_id"]] = (Image.open(comic_pages / f"{rec['page_id']}.png"), rec["lines"])
-    with FakeVLM(pages) as server:
+    with FakeVLM.of_folder(comic_pages) as server:
         yield server
 
 

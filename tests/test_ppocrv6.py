@@ -85,6 +85,25 @@ def test_ppocrv6_tiles_a_webtoon_strip_and_reads_each_line_once():
     assert recall(page.text, untiled.text) < 0.5
 
 
+def test_furigana_are_kept_out_of_the_text_and_tied_to_the_column_they_read():
+    from etl.synthetic import make_manga_page
+
+    hits = 0
+    for seed in (TEST_SEED + 60, TEST_SEED + 61):
+        img, page = make_manga_page(seed, furigana=True)
+        result = _engine(lang="ja").read(img)
+        chars = "".join(result.text.split())
+        assert all(line.text in chars for line in page.lines)  # the columns themselves all read
+        ruby = [e for e in result.elements if e.level == "furigana"]
+        lines = {e.line_id: e for e in result.elements if e.level == "line"}
+        for e in ruby:
+            assert e.text in page.furigana and e.text not in chars  # a reading, and out of the text
+            host = lines[e.line_id]  # beside the column it reads, on its right
+            assert e.x0 >= (host.x0 + host.x1) / 2 and min(e.y1, host.y1) - max(e.y0, host.y0) > 0
+        hits += len(ruby)
+    assert hits >= 4  # most readings are found (one per bubble, four bubbles a page)
+
+
 def test_ppocrv6_unsupported_language_fails_up_front(comic_pages, tmp_path, capsys):
     manifest = str(comic_pages / "manifest.csv")
     with pytest.raises(ConfigError, match=r"lang='klingon' is not read by the PP-OCRv6 recogniser.*\ben\b"):

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from conftest import recall, truth_of
 from engines.vlm import DeepSeekEngine, QwenEngine, parse_json_list
@@ -22,11 +21,7 @@ SECRET = "sk-or-v1-TESTSECRET-9f8e7d6c5b4a"
 @pytest.fixture
 def fake(comic_pages, monkeypatch):
     monkeypatch.setenv("OPENROUTER_API_KEY", SECRET)
-    pages = {}
-    for line in (comic_pages / "truth.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        pages[rec["page_id"]] = (Image.open(comic_pages / f"{rec['page_id']}.png"), rec["lines"])
-    with FakeVLM(pages) as server:
+    with FakeVLM.of_folder(comic_pages) as server:
         yield server
 
 
