@@ -17,14 +17,14 @@ is the commit mark that the views and resume trust.
 from __future__ import annotations
 
 import errno
-
-import polars as pl
-import pyarrow.dataset as pads
+from typing import TYPE_CHECKING
 
 from etl import storage
 from etl.batch import BatchTask, PageTask
-from etl.manifest import ID
 from etl.schema import STATUS_ERROR, STATUS_OK, element_table, page_table
+
+if TYPE_CHECKING:
+    import polars as pl
 
 TABLES = ("pages", "elements")
 # What a worker reports of each page (and what resume reads back from a checkpointed chunk).
@@ -132,7 +132,13 @@ def set_aside_damaged(out: str, engine: str) -> list[str]:
 
 
 def done_page_ids(out: str, engine: str, cfg_hash: str) -> pl.Series:
-    """Page ids that already have a successful row for this engine and options."""
+    """Page ids that already have a successful row for this engine and options (on the client:
+    Polars and pyarrow.dataset are imported here, not where a worker imports this module)."""
+    import polars as pl
+    import pyarrow.dataset as pads
+
+    from etl.manifest import ID
+
     fs, files = storage.glob_parquet(table_root(out, "pages", engine))
     if not files:
         return pl.Series(ID, [], dtype=pl.String)
