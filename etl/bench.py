@@ -363,22 +363,22 @@ def bench_planning(tmp: Path, n_rows: int, repeat: int) -> list:
              f"{t_read / t_plan:.2f} ({t_plan / t_read:.1f}x the read)", "≤ 2x the read")]
 
 
-def bench_query(tmp: Path, n_rows: int, repeat: int) -> list:
-    from etl.query import connect
+def write_synthetic_dataset(roots: list[Path], n_pages: int, per_page: int = 100, shards: int = 200) -> None:
+    """A dataset of `n_pages` read pages with `per_page` elements each (80% words, 16% lines, 4%
+    blocks), written straight as shards under every folder of `roots` and as one file under
+    `roots[1]` when given (no OCR: for the query and export benchmarks)."""
     from etl.schema import ELEMENT_SCHEMA, PAGE_SCHEMA
 
-    per_page, shards = 100, 200
-    n_pages = n_rows // per_page
     rng = np.random.default_rng(0)
     vocab = pa.array([f"WORD{i}" for i in range(5000)])
-    sharded, single = tmp / "q-sharded", tmp / "q-single"
     page_ids = np.array([f"p{i:07d}" for i in range(n_pages)], dtype=object)
+    share = np.arange(per_page) * 100 // per_page
+    levels = np.where(share < 80, 0, np.where(share < 96, 1, 2)).astype(np.int8)
 
     def element_rows(lo: int, hi: int) -> pa.Table:
         n = (hi - lo) * per_page
         pid = pa.array(np.repeat(page_ids[lo:hi], per_page))
-        level = pa.DictionaryArray.from_arrays(pa.array(np.tile([0] * 80 + [1] * 16 + [2] * 4, hi - lo).astype(np.int8)),
-                                               pa.array(["word", "line", "block"]))
+        level = pa.DictionaryArray.from_arrays(pa.array(np.tile(levels, hi - lo)), pa.array(["word", "line", "block"]))
         cols = {
             "page_id": pid, "engine": pa.array(["tesseract"] * n), "config_hash": pa.array(["h"] * n),
             "run_id": pa.array(["r"] * n), "batch_id": pa.array(np.repeat(page_ids[lo:hi], per_page)),
@@ -400,19 +400,51 @@ def bench_query(tmp: Path, n_rows: int, repeat: int) -> list:
         cols.update(page_id=pa.array(page_ids[lo:hi]), engine=pa.array(["tesseract"] * n), run_id=pa.array(["r"] * n),
                     batch_id=pa.array(page_ids[lo:hi]), status=pa.array(["ok"] * n), config_hash=pa.array(["h"] * n),
                     text=pa.array(["SOME PAGE TEXT " * 20] * n), n_elements=pa.array([per_page] * n, pa.int32()),
+                    width=pa.array([1200] * n, pa.int32()), height=pa.array([1700] * n, pa.int32()),
                     processed_at=pa.array([1_700_000_000_000] * n, pa.timestamp("ms", tz="UTC")))
         return pa.table(cols, schema=PAGE_SCHEMA)
 
+    sharded, single = roots[0], roots[1] if len(roots) > 1 else None
     for table, make in (("elements", element_rows), ("pages", page_rows)):
-        for d in (sharded, single):
+        for d in [sharded] + ([single] if single else []):
             (d / table / "engine=tesseract").mkdir(parents=True)
         step = -(-n_pages // shards)
-        with pq.ParquetWriter(single / table / "engine=tesseract" / "part-all.parquet", make(0, 1).schema,
-                              compression="zstd") as whole:
-            for k, lo in enumerate(range(0, n_pages, step)):
-                t = make(lo, min(n_pages, lo + step))
-                pq.write_table(t, sharded / table / "engine=tesseract" / f"part-{k:04d}.parquet", compression="zstd")
+        whole = (pq.ParquetWriter(single / table / "engine=tesseract" / "part-all.parquet", make(0, 1).schema,
+                                  compression="zstd") if single else None)
+        for k, lo in enumerate(range(0, n_pages, step)):
+            t = make(lo, min(n_pages, lo + step))
+            pq.write_table(t, sharded / table / "engine=tesseract" / f"part-{k:04d}.parquet", compression="zstd")
+            if whole:
                 whole.write_table(t)
+        if whole:
+            whole.close()
+
+
+def bench_export(tmp: Path, n_pages: int, repeat: int) -> list:
+    """`just export format=jsonl` of a large dataset against DuckDB writing the same elements as
+    JSON lines itself (what a user would run instead), each in a fresh process: time and peak."""
+    root = tmp / "x-data"
+    write_synthetic_dataset([root], n_pages, per_page=30)
+    dest, plain = tmp / "x-out", tmp / "x-plain.jsonl"
+    t_exp, mem_exp = in_subprocess("from etl.export import export",
+                                   f"s = export({str(root)!r}, 'jsonl', {str(dest)!r})\nassert s.pages == {n_pages}", repeat)
+    copy = (f"con = connect({str(root)!r})\n"
+            f"con.execute(\"copy (select page_id, list(struct_pack(level, text, confidence, x0, y0, x1, y1) "
+            f"order by level, reading_order) as elements from elements group by page_id order by page_id) "
+            f"to '{plain}' (format json)\")")
+    t_copy, mem_copy = in_subprocess("from etl.query import connect", copy, repeat)
+    return [(f"export {n_pages:,} pages (30 elements each) as JSON lines: `just export format=jsonl` vs DuckDB `COPY ... (FORMAT JSON)`",
+             f"{t_exp:.1f} s, peak {mem_exp:.0f} MB", f"{t_copy:.1f} s, peak {mem_copy:.0f} MB",
+             f"{t_copy / t_exp:.2f}", "bounded memory")]
+
+
+def bench_query(tmp: Path, n_rows: int, repeat: int) -> list:
+    from etl.query import connect
+
+    per_page, shards = 100, 200
+    n_pages = n_rows // per_page
+    sharded, single = tmp / "q-sharded", tmp / "q-single"
+    write_synthetic_dataset([sharded, single], n_pages, per_page, shards=shards)
     sql = {
         "page_text": "select count(*), sum(length(text)) from page_text",
         "elements by confidence": "select count(*), avg(confidence) from elements where level = 'line' and confidence >= 0.6",
@@ -621,6 +653,15 @@ def main(argv: list[str]) -> int:
         rows_cli = bench_cli(tmp, cli_sizes, workers, repeat)
         return _write_section(target, CLI_HEADING, cli_section + [f"| {a} | {b} | {c} | {d} | {e} |"
                                                                   for a, b, c, d, e in rows_cli] + [""])
+    if args.get("only") == "export":  # the export row alone, in place in the main table (added when missing)
+        (a, b_, c, d, e), = bench_export(tmp, int(args.get("export_pages", 100_000)), repeat)
+        row = f"| {a} (`just bench only=export`, {time.strftime('%Y-%m-%d')}) | {b_} | {c} | {d} | {e} |"
+        if "| export " not in target.read_text():
+            text = target.read_text().replace("\n| query `page_text`", f"\n{row}\n| query `page_text`", 1)
+            target.write_text(text)
+            print(row)
+            return 0
+        return _replace_row(target, "| export ", row)
     if args.get("only") == "cli_real":
         folders = [Path(f) for f in args.get("cli_real", "").split(",") if f]
         if not folders:

@@ -25,7 +25,7 @@ from etl.errors import UsageError
 
 FORMATS = ("mokuro", "alto", "hocr", "coco", "jsonl")
 VOLUME_COLUMNS = ("volume", "series")
-CHUNK_PAGES = 200
+CHUNK_PAGES = 2000
 
 
 @dataclass
