@@ -143,7 +143,7 @@ def run_ocr(
         raise ConfigError("where= chooses pages of a dataset: give from_= (from= on the command line) too")
     out = out or from_ or "out"
     warnings: list[str] = []
-    if reread is None and isinstance(manifest, pl.DataFrame):  # pages already chosen (a cascade's doubtful pages)
+    if reread is None and isinstance(manifest, pl.DataFrame):  # pages already loaded (a cascade's stages)
         df, manifest = check_manifest(manifest.lazy(), "the given pages", warnings), f"{manifest.height} given pages"
     elif reread is None:
         df = load_manifest(manifest, warnings) if manifest is not None else pages_from(from_, where, warnings)

@@ -73,9 +73,9 @@ def split_options(engines: list[str], raw: dict[str, Any]) -> list[dict[str, Any
     return per_stage
 
 
-def doubtful_lines(out: str, reading: str, when: str, page_ids: pl.Series) -> tuple[pl.DataFrame, dict[str, list[dict]]]:
-    """The pages and lines of `reading` ("ENGINE:CONFIG_HASH") among `page_ids` whose best reading
-    so far meets `when`: (page_id/image_uri frame, page id -> lines)."""
+def _over_reading(out: str, reading: str, page_ids: pl.Series, sql: str, condition: str, what: str) -> pl.DataFrame:
+    """`sql` (with $engine, $cfg and the table _cascade_pages of `page_ids`) over dataset `out`, for
+    `reading` ("ENGINE:CONFIG_HASH"); a ConfigError naming `what` when the user's `condition` is bad."""
     import duckdb
 
     from etl.query import connect
@@ -84,16 +84,23 @@ def doubtful_lines(out: str, reading: str, when: str, page_ids: pl.Series) -> tu
     con = connect(out)
     try:
         con.register("_cascade_pages", pl.DataFrame({ID: page_ids.cast(pl.String)}).to_arrow())
-        try:
-            lines = con.sql(
-                f"SELECT l.page_id, t.image_uri, {', '.join('l.' + c for c in LINE_COLUMNS)} FROM best_lines l "
-                "JOIN best_text t USING (page_id) JOIN _cascade_pages USING (page_id) "
-                f"WHERE l.base_engine = $engine AND l.base_config_hash = $cfg AND l.x0 IS NOT NULL AND ({when}) "
-                "ORDER BY l.page_id, l.line_no", params={"engine": engine, "cfg": cfg}).pl()
-        except duckdb.Error as exc:
-            raise ConfigError(f"when={when!r} is not a condition over best_lines: {exc}") from None
+        return con.sql(sql, params={"engine": engine, "cfg": cfg}).pl()
+    except duckdb.Error as exc:
+        raise ConfigError(f"{what}={condition!r} is not a condition over "
+                          f"{'best_lines' if what == 'when' else 'best_text'}: {exc}") from None
     finally:
         con.close()
+
+
+def doubtful_lines(out: str, reading: str, when: str, page_ids: pl.Series) -> tuple[pl.DataFrame, dict[str, list[dict]]]:
+    """The pages and lines of `reading` ("ENGINE:CONFIG_HASH") among `page_ids` whose best reading
+    so far meets `when`: (page_id/image_uri frame, page id -> lines)."""
+    lines = _over_reading(
+        out, reading, page_ids,
+        f"SELECT l.page_id, t.image_uri, {', '.join('l.' + c for c in LINE_COLUMNS)} FROM best_lines l "
+        "JOIN best_text t USING (page_id) JOIN _cascade_pages USING (page_id) "
+        f"WHERE l.base_engine = $engine AND l.base_config_hash = $cfg AND l.x0 IS NOT NULL AND ({when}) "
+        "ORDER BY l.page_id, l.line_no", when, "when")
     chosen: dict[str, list[dict]] = {}
     for row in lines.iter_rows(named=True):
         chosen.setdefault(str(row[ID]), []).append({c: row[c] for c in LINE_COLUMNS})
@@ -103,22 +110,11 @@ def doubtful_lines(out: str, reading: str, when: str, page_ids: pl.Series) -> tu
 def doubtful_pages(out: str, reading: str, pages_when: str, page_ids: pl.Series) -> pl.DataFrame:
     """The pages (page_id, image_uri) among `page_ids` whose best reading is still `reading` and meets
     `pages_when` (SQL over best_text: mean_confidence, n_lines, lines_reread, text, ...)."""
-    import duckdb
-
-    from etl.query import connect
-
-    engine, _, cfg = reading.partition(":")
-    con = connect(out)
-    try:
-        con.register("_cascade_pages", pl.DataFrame({ID: page_ids.cast(pl.String)}).to_arrow())
-        try:
-            return con.sql("SELECT t.page_id, t.image_uri FROM best_text t JOIN _cascade_pages USING (page_id) "
-                           f"WHERE t.engine = $engine AND t.config_hash = $cfg AND ({pages_when}) ORDER BY t.page_id",
-                           params={"engine": engine, "cfg": cfg}).pl()
-        except duckdb.Error as exc:
-            raise ConfigError(f"pages_when={pages_when!r} is not a condition over best_text: {exc}") from None
-    finally:
-        con.close()
+    return _over_reading(
+        out, reading, page_ids,
+        "SELECT t.page_id, t.image_uri FROM best_text t JOIN _cascade_pages USING (page_id) "
+        f"WHERE t.engine = $engine AND t.config_hash = $cfg AND ({pages_when}) ORDER BY t.page_id",
+        pages_when, "pages_when")
 
 
 def run_cascade(stages: list[str], manifest: str | None = None, out: str | None = None, *,
@@ -148,10 +144,11 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
     summary = CascadeSummary(when=when, budget_usd=max_cost_usd)
     if on_stage:
         on_stage(0, stages[0], "pages")
-    first = run_ocr(manifest, stages[0], out, from_=from_, where=where,
-                    max_cost_usd=max_cost_usd if priced[0] else None, **common, **per_stage[0])
-    summary.stages.append(first)
+    # Read and checked once: stage 1 takes the frame, the later stages its page ids.
     frame = load_manifest(manifest) if manifest is not None else pages_from(from_, where)
+    first = run_ocr(frame, stages[0], out or from_, max_cost_usd=max_cost_usd if priced[0] else None,
+                    **common, **per_stage[0])
+    summary.stages.append(first)
     if common.get("limit"):
         frame = frame.head(common["limit"])
     reading = f"{stages[0]}:{first.config_hash}"
