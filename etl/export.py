@@ -185,7 +185,8 @@ ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
 
 
 def alto(page: ExportPage) -> str:
-    """An ALTO v4 document for one page (pixel coordinates; WC, a word's confidence 0-1)."""
+    """An ALTO v4.4 document for one page (pixel coordinates; a line's outline as its Shape; WC, a
+    word's confidence 0-1), valid against the official schema (tests/test_export.py)."""
     def pos(box) -> str:
         x0, y0, x1, y1 = box
         return f'HPOS="{_i(x0)}" VPOS="{_i(y0)}" WIDTH="{_i(x1 - x0)}" HEIGHT="{_i(y1 - y0)}"'
@@ -207,6 +208,9 @@ def alto(page: ExportPage) -> str:
             n += 1
             # ALTO has no line confidence (WC is a String's): each word carries its own.
             out.append(f'<TextLine ID="line_{n}" {pos(line.box)}>')
+            if line.polygon:  # the outline of a slanted or vertical line, which its box only bounds
+                points = " ".join(f"{_i(x)},{_i(y)}" for x, y in line.polygon)
+                out.append(f'<Shape><Polygon POINTS="{points}"/></Shape>')
             for k, word in enumerate(line.words):
                 if k:
                     out.append("<SP/>")

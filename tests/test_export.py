@@ -1,6 +1,6 @@
 """Exports from a real run (PP-OCRv6 on generated comic and manga pages, two volumes), each read
-back by a real consumer: hOCR by the Internet Archive's parser, COCO by pycocotools, ALTO by an
-XML parser, mokuro and JSONL as JSON."""
+back by a real consumer: hOCR by the Internet Archive's parser, COCO by pycocotools, ALTO by lxml's
+XML Schema validator against the official ALTO 4.4 schema, mokuro and JSONL as JSON."""
 
 import json
 
@@ -12,6 +12,7 @@ from etl.api import run_ocr
 from etl.cli import main
 from etl.export import ALTO_NS, export, iter_pages
 from etl.query import connect
+from schemas import alto_schema
 
 pytestmark = pytest.mark.slow
 
@@ -71,15 +72,24 @@ def test_hocr_parses_back_to_the_same_words_and_boxes(two_volumes, tmp_path):
 
 def test_alto_has_every_line_and_word_with_coordinates(two_volumes, tmp_path):
     s = export(two_volumes, "alto", str(tmp_path / "alto"))
+    schema = alto_schema()
     ns = {"a": ALTO_NS}
     lines = lines_of(two_volumes)
     for path in s.files:
         pid = path.rsplit("/", 1)[1].removesuffix(".xml")
         doc = etree.parse(path)
+        assert schema.validate(doc), (pid, [str(e) for e in schema.error_log][:5])
+        broken = etree.fromstring(etree.tostring(doc))
+        del broken.find(".//a:String", ns).attrib["CONTENT"]  # the validator is no rubber stamp
+        assert not schema.validate(broken)
         page = doc.find(".//a:Page", ns)
         assert int(page.get("WIDTH")) == 1200 and int(page.get("HEIGHT")) == 1700
         got = [" ".join(s.get("CONTENT") for s in tl.findall("a:String", ns)) for tl in doc.iterfind(".//a:TextLine", ns)]
         assert [g.replace(" ", "") for g in got] == [t.replace(" ", "") for t in lines[pid]], pid
+        for tl in doc.iterfind(".//a:TextLine", ns):  # the outline inside the line's box
+            points = [tuple(map(int, p.split(","))) for p in tl.find("a:Shape/a:Polygon", ns).get("POINTS").split()]
+            x, y, w, h = (int(tl.get(k)) for k in ("HPOS", "VPOS", "WIDTH", "HEIGHT"))
+            assert len(points) >= 4 and all(x - 1 <= px <= x + w + 1 and y - 1 <= py <= y + h + 1 for px, py in points)
         for s_el in doc.iterfind(".//a:String", ns):
             assert 0 <= float(s_el.get("WC")) <= 1 and int(s_el.get("WIDTH")) > 0 and int(s_el.get("HEIGHT")) > 0
 
