@@ -9,6 +9,8 @@ whitespace collapsed; each can be turned off). Units are words, or characters fo
 text without spaces (Japanese, Chinese). Word recall = matched transcript units
 / transcript units; precision = matched / output units (multisets, so order
 does not matter: loose transcripts rarely follow the page's reading order).
+Precision is also given against all the page's legible text (the transcript's
+`text` plus its `sfx` and `other_text`, where it keeps signs and sound effects apart).
 CER = Levenshtein distance / transcript length (rapidfuzz), order-sensitive.
 A page without a successful row scores 0 recall.
 """
@@ -29,6 +31,7 @@ from rapidfuzz.distance import Levenshtein
 
 from etl.errors import UsageError
 
+APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u2018\u02bc\u2032"})
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
@@ -46,6 +49,7 @@ def normalize(text: str, norm: Norm = Norm()) -> str:
     if norm.fold_case:
         text = text.casefold()
     if norm.strip_punct:
+        text = text.translate(APOSTROPHES)  # don’t, donʼt and don't are one word: dont
         text = "".join(" " if unicodedata.category(c)[0] in "PS" and c != "'" else c for c in text)
         text = text.replace("'", "")
     return " ".join(text.split())
@@ -66,6 +70,7 @@ def score(truth: str, hyp: str, norm: Norm = Norm()) -> dict:
         "precision": matched / n_h if n_h else (1.0 if not n_t else 0.0),
         "cer": Levenshtein.distance(t, h) / max(1, len(t)),
         "units": n_t,
+        "output_units": n_h,
         "matched": matched,
         "unit": "char" if by_char else "word",
     }
@@ -79,12 +84,18 @@ class EvalSet:
     lang: str = "en"  # ISO code: each engine maps it to its own (Tesseract: eng, jpn, ...)
 
 
-def load_truth(path: str | Path) -> dict[str, str]:
+def load_truth(path: str | Path, visible: bool = False) -> dict[str, str]:
+    """page id -> transcript `text`. With `visible`, everything legible on the page: `text` plus the
+    sound effects (`sfx`) and signs, plates and page numbers (`other_text`) that transcripts keep
+    apart (real_more's convention), for precision: a sign read right is not a false word."""
     out = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
             rec = json.loads(line)
-            out[str(rec["page_id"])] = rec.get("text") or ""
+            text = rec.get("text") or ""
+            if visible:
+                text = "\n".join([text, *(rec.get("other_text") or []), *(rec.get("sfx") or [])])
+            out[str(rec["page_id"])] = text
     return out
 
 
@@ -125,12 +136,17 @@ def page_texts(out: str, engine: str, config_hash: str | None = None) -> dict[st
     return dict(rows)
 
 
-def score_pages(truth: dict[str, str], texts: dict[str, str | None], norm: Norm) -> pl.DataFrame:
+def score_pages(truth: dict[str, str], texts: dict[str, str | None], norm: Norm,
+                visible: dict[str, str] | None = None) -> pl.DataFrame:
+    """Per page: recall, precision and CER against `truth`; `precision_visible` and
+    `matched_visible` against all the page's legible text (`visible`, default `truth`)."""
     rows = []
     for pid, ref in truth.items():
         hyp = texts.get(pid)
         s = score(ref, hyp or "", norm)
-        rows.append({"page_id": pid, "read": hyp is not None, **s, "truth": ref, "output": hyp or ""})
+        v = score((visible or {}).get(pid, ref), hyp or "", norm)
+        rows.append({"page_id": pid, "read": hyp is not None, **s,
+                     "precision_visible": v["precision"], "matched_visible": v["matched"], "truth": ref, "output": hyp or ""})
     return pl.DataFrame(rows)
 
 
@@ -142,7 +158,7 @@ def run(sets: list[EvalSet], specs: list[str], out_dir: Path, norm: Norm, limit:
 
     results = []
     for es in sets:
-        truth = load_truth(es.truth)
+        truth, visible = load_truth(es.truth), load_truth(es.truth, visible=True)
         for spec in specs:
             label, engine, opts = parse_spec(spec)
             opts.setdefault("lang", es.lang)
@@ -152,7 +168,7 @@ def run(sets: list[EvalSet], specs: list[str], out_dir: Path, norm: Norm, limit:
                 print(f"{es.name} / {label}: skipped: {exc}", file=sys.stderr)
                 continue
             texts = page_texts(str(out_dir / "data" / es.name), engine, summary.config_hash)
-            per_page = score_pages({k: v for k, v in truth.items() if k in texts or limit is None}, texts, norm)
+            per_page = score_pages({k: v for k, v in truth.items() if k in texts or limit is None}, texts, norm, visible)
             if readings is not None:
                 readings.append((label, str(out_dir / "data" / es.name), engine, summary.config_hash, truth))
             results.append(per_page.with_columns(pl.lit(es.name).alias("set"), pl.lit(label).alias("engine"),
@@ -346,6 +362,8 @@ def summarize(per_page: pl.DataFrame) -> pl.DataFrame:
             pl.col("recall").mean().alias("recall"),
             (pl.col("matched").sum() / pl.col("units").sum()).alias("recall_micro"),
             pl.col("precision").mean().alias("precision"),
+            (pl.col("matched").sum() / pl.col("output_units").sum()).alias("precision_micro"),
+            (pl.col("matched_visible").sum() / pl.col("output_units").sum()).alias("precision_visible"),
             pl.col("cer").mean().alias("cer"),
             (~pl.col("read")).sum().alias("failed"),
             pl.col("s_per_page").first(),
@@ -355,12 +373,24 @@ def summarize(per_page: pl.DataFrame) -> pl.DataFrame:
 
 
 def markdown(summary: pl.DataFrame, per_page: pl.DataFrame, worst: int = 5) -> str:
-    lines = ["| set | engine | pages | unit | recall | recall (micro) | precision | CER | failed | s/page |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | engine | pages | unit | recall | recall (micro) | precision | precision (micro) | "
+             "precision (micro, all visible text) | CER | failed | s/page |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary.iter_rows(named=True):
         lines.append(f"| {r['set']} | `{r['engine']}` | {r['pages']} | {r['unit']} | {r['recall']:.3f} | "
-                     f"{r['recall_micro']:.3f} | {r['precision']:.3f} | {r['cer']:.3f} | {r['failed']} | "
-                     f"{r['s_per_page'] or 0:.2f} |")
+                     f"{r['recall_micro']:.3f} | {r['precision']:.3f} | {r['precision_micro'] or 0:.3f} | "
+                     f"{r['precision_visible'] or 0:.3f} | {r['cer']:.3f} | {r['failed']} | {r['s_per_page'] or 0:.2f} |")
+    pooled = (per_page.group_by("engine", "unit", maintain_order=True)
+              .agg(pl.col("set").n_unique().alias("sets"), pl.len().alias("pages"),
+                   (pl.col("matched").sum() / pl.col("units").sum()).alias("recall"),
+                   (pl.col("matched").sum() / pl.col("output_units").sum()).alias("precision"),
+                   (pl.col("matched_visible").sum() / pl.col("output_units").sum()).alias("visible"))
+              .sort("unit", "engine"))
+    lines += ["", "All the sets above pooled (micro: every unit of every page counts once):", "",
+              "| engine | unit | sets | pages | recall | precision | precision (all visible text) |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| `{r['engine']}` | {r['unit']} | {r['sets']} | {r['pages']} | {r['recall']:.3f} | "
+              f"{r['precision'] or 0:.3f} | {r['visible'] or 0:.3f} |" for r in pooled.iter_rows(named=True)]
     lines += ["", f"Worst pages (lowest recall, {worst} per engine):", "",
               "| set | engine | page | recall | CER | output starts |", "|---|---|---|---|---|---|"]
     for (eng,), grp in per_page.sort("recall").group_by("engine", maintain_order=True):
@@ -403,7 +433,8 @@ def main(argv: list[str]) -> int:
     specs = [s for s in kv.get("engine", "tesseract,tesseract:layout=page").split(",") if s]
     if "truth" in kv and "manifest" not in kv and "out" in kv:  # score an existing dataset
         per_page = pl.concat([
-            score_pages(load_truth(kv["truth"]), page_texts(kv["out"], parse_spec(s)[1]), norm)
+            score_pages(load_truth(kv["truth"]), page_texts(kv["out"], parse_spec(s)[1]), norm,
+                        load_truth(kv["truth"], visible=True))
             .with_columns(pl.lit("dataset").alias("set"), pl.lit(s).alias("engine"), pl.lit(None).alias("s_per_page"))
             for s in specs
         ])

@@ -1,3 +1,4 @@
+import polars as pl
 import pytest
 
 from etl.evaluate import Norm, main, normalize, score
@@ -6,6 +7,7 @@ from etl.evaluate import Norm, main, normalize, score
 def test_normalisation_and_units():
     assert normalize("Hello,  WORLD!  It's") == "hello world its"
     assert normalize("ＬＩＮＫ！　７") == "link 7"  # NFKC folds full-width forms
+    assert normalize("Don’t") == normalize("DON'T") == "dont"  # a typographic apostrophe is one
     assert normalize("Hello!", Norm(fold_case=False, strip_punct=False)) == "Hello!"
     s = score("THE QUICK BROWN FOX", "the quick fox jumps")
     assert s["unit"] == "word" and s["recall"] == pytest.approx(0.75) and s["precision"] == pytest.approx(0.75)
@@ -34,3 +36,18 @@ def test_eval_writes_report_chart_and_per_page_scores(comic_pages, tmp_path, cap
     code = main([f"out={out / 'data' / 'comics'}", f"truth={comic_pages / 'truth.jsonl'}", "engine=tesseract",
                  f"report={tmp_path / 'r2'}"])
     assert code == 0 and (tmp_path / "r2" / "REPORT.md").is_file()
+
+
+def test_precision_against_all_visible_text_counts_signs_and_sound_effects_read_right(tmp_path):
+    from etl.evaluate import load_truth, score_pages, summarize
+
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text('{"page_id": "p1", "text": "where is the shop", "sfx": ["BOOM"], "other_text": ["OPEN 24H"]}\n')
+    text, visible = load_truth(truth), load_truth(truth, visible=True)
+    assert text == {"p1": "where is the shop"}
+    per_page = score_pages(text, {"p1": "where is the shop OPEN 24H BOOM cat"}, Norm(), visible)
+    row = per_page.row(0, named=True)
+    assert row["recall"] == 1 and row["precision"] == pytest.approx(4 / 8)  # the sign and the sound "false"
+    assert row["precision_visible"] == pytest.approx(7 / 8)  # only "cat" is not on the page
+    s = summarize(per_page.with_columns(set=pl.lit("s"), engine=pl.lit("e"), s_per_page=pl.lit(1.0))).row(0, named=True)
+    assert s["precision_micro"] == pytest.approx(0.5) and s["precision_visible"] == pytest.approx(7 / 8)
