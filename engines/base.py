@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import typing
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -16,6 +17,8 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from engines.contract import ConfigError, Element, PageResult
+
+log = logging.getLogger(__name__)
 
 # name -> "module:Class", imported on first use (PyTorch and Paddle only when asked for).
 REGISTRY: dict[str, str] = {
@@ -46,12 +49,23 @@ class Engine(ABC):
     load_seconds: ClassVar[float] = 1.0
     page_seconds: ClassVar[float] = 2.0
 
+    # Options renamed so that a name means the same in every engine: old name -> (new name,
+    # old value -> new value). The old name still works and says what to write instead.
+    RENAMED: ClassVar[dict[str, tuple[str, Any]]] = {}
+
     def __init__(self, options: Any):
         self.options = options
 
     @classmethod
     def parse_options(cls, raw: dict[str, Any]) -> Any:
         """Strings (from the CLI) or values -> the engine's Options; ConfigError if bad."""
+        raw = dict(raw)
+        for old, (new, convert) in cls.RENAMED.items():
+            if old in raw:
+                if new in raw:
+                    raise ConfigError(f"engine {cls.name!r}: give {new}= alone ({old}= is its old name)")
+                raw[new] = convert(raw.pop(old))
+                log.warning("engine %r: option %s= is now %s=%s", cls.name, old, new, raw[new])
         return parse_dataclass(cls.Options, raw, what=f"engine {cls.name!r}")
 
     @classmethod
@@ -159,6 +173,31 @@ def parse_kv(args: list[str]) -> dict[str, str]:
             raise ConfigError(f"expected key=value, got {arg!r}")
         kv[key] = value
     return kv
+
+
+READINGS = ("auto", "ltr", "rtl")  # the order of blocks side by side; auto: right to left for Japanese
+
+
+def check_reading(reading: str) -> None:
+    if reading not in READINGS:
+        raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {reading!r}")
+
+
+def reads_rtl(reading: str, japanese: bool) -> bool:
+    return reading == "rtl" or (reading == "auto" and japanese)
+
+
+def old_rtl_flag(value: Any) -> str:
+    """`rtl=true|false` (the old option) as `reading=`: false meant "right to left for Japanese only"."""
+    return "rtl" if _convert(value, bool) else "auto"
+
+
+def hash_view(options: Any) -> dict[str, Any]:
+    """What a config hash is made of: the options, or the view an Options class gives of itself
+    (`hash_view()`) so that renamed options hash as their old names did, and datasets made before
+    a rename resume without reading their pages again."""
+    own = getattr(options, "hash_view", None)
+    return own() if own else dataclasses.asdict(options)
 
 
 def parse_dataclass(cls: type, raw: dict[str, Any], what: str) -> Any:

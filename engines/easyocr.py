@@ -20,7 +20,7 @@ from importlib.metadata import version as dist_version
 import numpy as np
 from PIL import Image
 
-from engines.base import Engine
+from engines.base import Engine, check_reading, reads_rtl
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
 from engines.models import MODEL_SETS, candidates, locate
 from engines.contract import ConfigError, EngineError
@@ -28,7 +28,6 @@ from engines.contract import PageResult
 
 log = logging.getLogger(__name__)
 
-READINGS = ("auto", "ltr", "rtl")
 CJK = {"ja", "ch_sim", "ch_tra", "ko"}
 
 
@@ -51,8 +50,7 @@ class EasyOcrOptions:
         self.lang = "+".join(p.strip() for p in self.lang.replace(",", "+").split("+") if p.strip())
         if not self.lang:
             raise ValueError("lang is empty")
-        if self.reading not in READINGS:
-            raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {self.reading!r}")
+        check_reading(self.reading)
         if self.canvas_size < 256 or self.threads < 1:
             raise ValueError("canvas_size >= 256 and threads >= 1 are required")
         if self.decoder not in ("greedy", "beamsearch", "wordbeamsearch"):
@@ -64,7 +62,7 @@ class EasyOcrOptions:
 
     @property
     def rtl(self) -> bool:
-        return self.reading == "rtl" or (self.reading == "auto" and "ja" in self.langs)
+        return reads_rtl(self.reading, "ja" in self.langs)
 
 
 def _config():

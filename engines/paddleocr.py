@@ -3,7 +3,7 @@
 The weights come from a package (engines/models.py), so PaddleOCR's model-hub lookup
 is switched off. The document-orientation, unwarping and line-orientation models are
 not shipped, so those steps stay off. The detector sees the page with its longest side
-at `det_side` (960 kept full recall on our comic pages at a fifth of full-resolution
+at `det_max_side` (960 kept full recall on our comic pages at a fifth of full-resolution
 time). One recogniser reads Chinese, English, Japanese and accented Latin; lines
 come with words (boxes, no scores of their own). PaddleX's cache goes to a
 temporary folder, not `~`.
@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import dataclasses
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 
 import numpy as np
 from PIL import Image
 
-from engines.base import Engine
+from engines.base import Engine, check_reading, reads_rtl
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
 from engines.models import locate
 from engines.contract import ConfigError, EngineError
@@ -35,14 +36,13 @@ LATIN = {"en", "fr", "de", "es", "it", "pt", "nl", "ca", "da", "sv", "no", "nb",
 LANGS = {"zh": "zh", "ch": "zh", "chinese_cht": "zh", "zh-hant": "zh", "ja": "ja", "japan": "ja", "jp": "ja",
          **{code: "latin" for code in LATIN}}
 CJK_SCRIPTS = {"zh", "ja"}
-READINGS = ("auto", "ltr", "rtl")
 
 
 @dataclass
 class PaddleOcrOptions:
     lang: str = "en"  # en, zh, ja or a Latin-script language (the one PP-OCRv5 recogniser reads all)
     gpu: bool = False  # use CUDA when this Paddle build and a device allow; the CPU otherwise
-    det_side: int = 960  # the detector's longest side, px (text_det_limit_side_len, type max)
+    det_max_side: int = 960  # the detector's longest side, px (text_det_limit_side_len, type max)
     det_thresh: float = 0.3
     det_box_thresh: float = 0.6
     det_unclip_ratio: float = 1.5
@@ -60,10 +60,9 @@ class PaddleOcrOptions:
                 f"zh, en, ja and Latin-script languages: {', '.join(sorted(LANGS))}); for another script, pass "
                 "model_dir= with PaddleOCR models for it"
             )
-        if self.reading not in READINGS:
-            raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {self.reading!r}")
-        if self.det_side < 64 or self.threads < 1:
-            raise ValueError("det_side >= 64 and threads >= 1 are required")
+        check_reading(self.reading)
+        if self.det_max_side < 64 or self.threads < 1:
+            raise ValueError("det_max_side >= 64 and threads >= 1 are required")
 
     @property
     def script(self) -> str:
@@ -71,12 +70,19 @@ class PaddleOcrOptions:
 
     @property
     def rtl(self) -> bool:
-        return self.reading == "rtl" or (self.reading == "auto" and self.script == "ja")
+        return reads_rtl(self.reading, self.script == "ja")
+
+    def hash_view(self) -> dict:
+        """As the longest side was hashed when it was called `det_side`."""
+        view = dataclasses.asdict(self)
+        return {**{k: v for k, v in view.items() if k != "det_max_side"}, "det_side": view["det_max_side"]}
 
 
 class PaddleOcrEngine(Engine):
     name = "paddleocr"
     Options = PaddleOcrOptions
+    # det_side is the shorter side in ppocrv6 and tesseract; here it was the longest.
+    RENAMED = {"det_side": ("det_max_side", lambda v: v)}
     # Cold start: Paddle + PaddleX imports and two model loads; then ~1 s a page at side 960
     # on one core. Measured here (BENCHMARKS.md).
     load_seconds, page_seconds = 9.5, 1.45
@@ -114,7 +120,7 @@ class PaddleOcrEngine(Engine):
                 text_recognition_model_name=REC, text_recognition_model_dir=str(folder / REC),
                 use_doc_orientation_classify=False, use_doc_unwarping=False, use_textline_orientation=False,
                 device=self.device, cpu_threads=options.threads,
-                text_det_limit_side_len=options.det_side, text_det_limit_type="max",
+                text_det_limit_side_len=options.det_max_side, text_det_limit_type="max",
                 text_det_thresh=options.det_thresh, text_det_box_thresh=options.det_box_thresh,
                 text_det_unclip_ratio=options.det_unclip_ratio, text_rec_score_thresh=options.rec_score_thresh,
             )

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engines.base import Engine
+from engines.base import Engine, check_reading, reads_rtl
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
 from engines.contract import ConfigError, EngineError, PageError
 from engines.contract import PageResult
@@ -37,7 +37,6 @@ MODELS = {"Det": "PP-OCRv6_det_small.onnx", "Rec": "PP-OCRv6_rec_small.onnx", "C
 CJK = {"ja", "zh"}
 LANG_ALIASES = {"japan": "ja", "jp": "ja", "jpn": "ja", "ch": "zh", "chinese": "zh", "zh-cn": "zh", "zh_cn": "zh",
                 "chi_sim": "zh", "eng": "en"}
-READINGS = ("auto", "ltr", "rtl")
 
 
 def model_folder() -> Path:
@@ -85,8 +84,7 @@ class PpOcrV6Options:
 
     def __post_init__(self):
         self.lang = LANG_ALIASES.get(self.lang.strip().lower(), self.lang.strip().lower())
-        if self.reading not in READINGS:
-            raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {self.reading!r}")
+        check_reading(self.reading)
         if self.det_side < 32 or self.det_max_side < self.det_side or self.threads < 1:
             raise ValueError("32 <= det_side <= det_max_side and threads >= 1 are required")
         if self.tile and self.tile < 1.5:
@@ -106,7 +104,7 @@ class PpOcrV6Options:
         return lang in CJK if self.vertical is None else self.vertical
 
     def is_rtl(self, lang: str) -> bool:
-        return self.reading == "rtl" or (self.reading == "auto" and lang == "ja")
+        return reads_rtl(self.reading, lang == "ja")
 
 
 def _is_cjk(c: str) -> bool:

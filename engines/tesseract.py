@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import pytesseract
 from PIL import Image, ImageDraw, ImageOps
 
-from engines.base import Engine
+from engines.base import Engine, check_reading, old_rtl_flag, reads_rtl
 from engines.layout import Box, Line, assemble, reading_sequence, union_all
 from engines.contract import ConfigError, EngineError, PageTimeout
 from engines.contract import PageResult
@@ -43,7 +44,7 @@ class TesseractOptions:
     det_side: int = 736  # detector input: shorter side scaled to at least this
     det_box_thresh: float = 0.5
     threads: int = 1  # OMP_THREAD_LIMIT / ONNX threads: one process per core is faster
-    rtl: bool = False  # right-to-left block order (manga)
+    reading: str = "auto"  # auto (rtl for Japanese) | ltr | rtl: the order of blocks side by side
 
     def __post_init__(self):
         self.lang = "+".join(LANG_ALIASES.get(p.strip().lower(), p.strip()) for p in self.lang.split("+") if p.strip())
@@ -51,13 +52,23 @@ class TesseractOptions:
             raise ValueError("lang is empty")
         if self.layout not in ("regions", "page"):
             raise ValueError(f"layout must be 'regions' or 'page', not {self.layout!r}")
-        if self.lang.startswith("jpn") or "+jpn" in self.lang:
-            self.rtl = True
+        check_reading(self.reading)
+
+    @property
+    def rtl(self) -> bool:
+        return reads_rtl(self.reading, self.lang.startswith("jpn") or "+jpn" in self.lang)
+
+    def hash_view(self) -> dict:
+        """As `rtl` (a flag, set for Japanese) was hashed before it became `reading`."""
+        view = dataclasses.asdict(self)
+        del view["reading"]
+        return {**view, "rtl": self.rtl}
 
 
 class TesseractEngine(Engine):
     name = "tesseract"
     Options = TesseractOptions
+    RENAMED = {"rtl": ("reading", old_rtl_flag)}
     # A call's cold start with layout=regions: the imports (pytesseract with pandas 0.5 s, the
     # detector's stack 1.2 s), the ONNX session (0.1-0.2 s) and its first inference, 1-1.6 s
     # slower than the next (BENCHMARKS.md). Then each page is detected and read.

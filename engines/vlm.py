@@ -24,12 +24,13 @@ import math
 import os
 import re
 import time
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from engines.base import Engine, line_crop, reread_element
+from engines.base import Engine, check_reading, line_crop, old_rtl_flag, reads_rtl, reread_element
 from engines.contract import ConfigError, EngineError, TransientError
 from engines.redact import redact
 from engines.contract import Element, PageResult
@@ -58,7 +59,7 @@ class VlmOptions:
     logprobs: bool = False  # ask for log-probabilities to derive confidences (where the API gives them)
     prompt: str = ""  # override the family's prompt
     vlm_mode: str = "page"  # page | crops: read the lines the local detector finds, one request each (boxes for every family)
-    rtl: bool = False  # crops: right-to-left block order (manga)
+    reading: str = "auto"  # crops: the order of blocks side by side, ltr | rtl (auto: ltr, the model knows no language)
 
     def __post_init__(self):
         if self.image_format not in ("png", "jpeg"):
@@ -69,12 +70,24 @@ class VlmOptions:
             raise ValueError(f"coords must be pixels, norm1000 or norm999, not {self.coords!r}")
         if self.concurrency < 1 or self.api_retries < 0 or self.timeout <= 0:
             raise ValueError("concurrency >= 1, api_retries >= 0 and timeout > 0 are required")
+        check_reading(self.reading)
+
+    @property
+    def rtl(self) -> bool:
+        return reads_rtl(self.reading, japanese=False)
+
+    def hash_view(self) -> dict:
+        """As `rtl` (a flag) was hashed before it became `reading`."""
+        view = dataclasses.asdict(self)
+        del view["reading"]
+        return {**view, "rtl": self.rtl}
 
 
 class VlmEngine(Engine):
     """The shared client, retry policy, image preparation and answer checks."""
 
     Options = VlmOptions
+    RENAMED = {"rtl": ("reading", old_rtl_flag)}
     max_batch_size = 32  # no model in memory: a call is cheap; concurrency does the work
     load_seconds, page_seconds = 0.3, 5.0  # client start-up; a page's round trip to the model
 

@@ -56,7 +56,7 @@ def split_options(engines: list[str], raw: dict[str, Any]) -> list[dict[str, Any
 
     from engines import get_engine
 
-    fields = [{f.name for f in dataclasses.fields(get_engine(e).Options)} for e in engines]
+    fields = [{f.name for f in dataclasses.fields(get_engine(e).Options)} | set(get_engine(e).RENAMED) for e in engines]
     per_stage: list[dict[str, Any]] = [{} for _ in engines]
     for key, value in raw.items():
         name, dot, option = key.partition(".")

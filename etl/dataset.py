@@ -133,21 +133,28 @@ def set_aside_damaged(out: str, engine: str) -> list[str]:
 
 def done_page_ids(out: str, engine: str, cfg_hash: str) -> pl.Series:
     """Page ids that already have a successful row for this engine and options (on the client:
-    Polars and pyarrow.dataset are imported here, not where a worker imports this module)."""
+    Polars, and pyarrow.dataset for object stores, are imported here, not where a worker imports
+    this module). Not made unique: `pending` only tests membership, and retried pages repeat rarely."""
     import polars as pl
-    import pyarrow.dataset as pads
 
     from etl.manifest import ID
 
     fs, files = storage.glob_parquet(table_root(out, "pages", engine))
     if not files:
         return pl.Series(ID, [], dtype=pl.String)
+    if isinstance(fs, storage.LocalFileSystem):  # Polars reads local shards itself, without pyarrow.dataset's import
+        wanted = {ID: pl.String, "status": pl.String, "config_hash": pl.String}
+        return (pl.scan_parquet(files, schema=wanted, hive_partitioning=False, missing_columns="insert",
+                                extra_columns="ignore")
+                .filter((pl.col("status") == STATUS_OK) & (pl.col("config_hash") == cfg_hash))
+                .select(ID).collect().to_series())
+    import pyarrow.dataset as pads
+
     dataset = pads.dataset(files, filesystem=fs, format="parquet")
     table = dataset.to_table(
         columns=[ID],
         filter=(pads.field("status") == STATUS_OK) & (pads.field("config_hash") == cfg_hash),
     )
-    # Not made unique: `pending` only tests membership, and a retried page's ids repeat rarely.
     return pl.from_arrow(table.column(ID)).alias(ID)
 
 

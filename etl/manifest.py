@@ -99,21 +99,20 @@ def check_manifest(lf: pl.LazyFrame, uri: str, warnings: list[str] | None = None
     if df.height == 0:
         raise ManifestError(f"{uri}: no rows (only a header?)")
     empty = {col: pl.col(col).is_null() | (pl.col(col).str.len_bytes() == 0) for col in (ID, URI)}
-    # One pass for every count (the expressions run side by side). Distinct hashes == rows proves
-    # the ids unique (a collision can only lower the count); only then is the exact, slower
-    # duplicate check skipped.
+    # One pass for every count (the expressions run side by side), the ids' hashes among them.
     first = df[URI][0]
-    counts = df.select(
-        *[e.sum().alias(col) for col, e in empty.items()], pl.col(ID).hash().n_unique().alias("distinct"),
-        _same_scheme_as(first).all().alias("uniform"),
-    ).row(0, named=True)
+    stats = df.select(
+        *[e.sum().alias(col) for col, e in empty.items()], _same_scheme_as(first).all().alias("uniform"),
+        pl.col(ID).hash().implode().alias("hashes"),
+    )
+    counts = stats.drop("hashes").row(0, named=True)
     for col in (ID, URI):
         n = counts[col]
         if n:
             raise ManifestError(
                 f"{uri}: column '{col}' is null or empty in {n} row(s): data rows {_fmt_rows(_rows(df, empty[col]), n)}"
             )
-    if counts["distinct"] < df.height:
+    if not _distinct(stats["hashes"][0]):
         _check_duplicates(df, uri)
     uniform = storage.scheme_of(first) if counts["uniform"] else None
     if warnings is not None and (w := uri_warnings(df, uri, uniform)):
@@ -168,6 +167,16 @@ def uri_warnings(df: pl.DataFrame, uri: str, uniform: str | None | object = _UNK
         "(unsupported_uri). Supported: local paths, "
         + ", ".join(f"{s}://" for s in sorted(storage.SUPPORTED_SCHEMES) if s)
     )
+
+
+def _distinct(hashes) -> bool:
+    """True when no two hashes are equal, which proves the ids unique (equal ids hash alike); only
+    then is the exact, slower duplicate check skipped. NumPy's sort of the 64-bit hashes is several
+    times faster than a hash table of them (n_unique)."""
+    import numpy as np
+
+    ordered = np.sort(hashes.to_numpy())
+    return not bool((ordered[1:] == ordered[:-1]).any())
 
 
 def _check_duplicates(df: pl.DataFrame, uri: str) -> None:

@@ -45,7 +45,9 @@ class Batch:
 def config_hash(engine: str, options, reread: dict | None = None) -> str:
     """Hash of the engine and its options (and, for a cascade stage, which lines of which reading it
     re-reads): same hash = same results expected."""
-    payload = {"engine": engine, "options": dataclasses.asdict(options)}
+    from engines.base import hash_view
+
+    payload = {"engine": engine, "options": hash_view(options)}
     if reread:
         payload["reread"] = reread
     payload = json.dumps(payload, sort_keys=True, default=str)

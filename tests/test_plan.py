@@ -67,6 +67,25 @@ def test_config_hash_follows_options():
     assert h != plan.config_hash("tesseract", cls.parse_options({"lang": "eng", "layout": "page"}))
 
 
+def test_renamed_options_keep_their_old_meaning_and_hash(caplog):
+    # `reading` (every engine) replaced tesseract's and the VLMs' `rtl` flag, and paddleocr's longest
+    # side became `det_max_side` (det_side is the shorter side elsewhere). A dataset made before
+    # must resume without reading its pages again: these hashes were computed before the rename.
+    def h(engine, **options):
+        cls = get_engine(engine)
+        return plan.config_hash(engine, cls.parse_options(options))
+
+    assert h("tesseract") == "723a9bc8291bd47a"
+    assert h("tesseract", lang="jpn") == h("tesseract", lang="jpn", reading="auto") == "b05fb9c7b0246e02"
+    assert h("tesseract", reading="rtl") == h("tesseract", rtl="true") == "afb2c4f79d617215"
+    assert h("paddleocr") == "d6963802eb5ff35d"
+    assert h("paddleocr", det_max_side="1280", lang="ja") == h("paddleocr", det_side="1280", lang="ja") == "0918be556318a6cf"
+    assert "det_side= is now det_max_side=1280" in caplog.text
+    assert get_engine("tesseract").parse_options({"lang": "jpn", "reading": "ltr"}).rtl is False  # new: manga read ltr
+    assert get_engine("qwen").parse_options({"rtl": "true"}).rtl is True
+    assert h("tesseract", lang="jpn", reading="ltr") != h("tesseract", lang="jpn")
+
+
 def test_resume_skips_only_successful_pages_of_the_same_config(tmp_path):
     out = str(tmp_path)
     shard = storage.join(out, "pages", "engine=tesseract", "part-a.parquet")
