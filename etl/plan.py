@@ -6,7 +6,6 @@ hash and the batch's page ids, so a retried batch rewrites the same shard.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
