@@ -16,7 +16,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import pytesseract
 from PIL import Image, ImageDraw, ImageOps
 
 from engines.base import Engine, check_reading, old_rtl_flag, reads_rtl
@@ -31,6 +30,26 @@ LANG_ALIASES = {
 }
 GAP = 24  # white space between stacked crops, px
 MAX_CANVAS_H = 12000  # Tesseract reads up to 32767 px; keep canvases modest
+
+
+def _import_pytesseract():
+    """pytesseract, without the pandas it imports for an output type this adapter never asks for:
+    pandas' import (0.2-0.4 s) is paid by every client, localhost runner and cloud call that
+    imports this module. A None in sys.modules makes `import pandas` fail, as if not installed."""
+    import sys
+
+    if "pytesseract" in sys.modules or "pandas" in sys.modules:
+        import pytesseract
+        return pytesseract
+    sys.modules["pandas"] = None
+    try:
+        import pytesseract
+    finally:
+        del sys.modules["pandas"]
+    return pytesseract
+
+
+pytesseract = _import_pytesseract()
 
 
 @dataclass
@@ -69,21 +88,21 @@ class TesseractEngine(Engine):
     name = "tesseract"
     Options = TesseractOptions
     RENAMED = {"rtl": ("reading", old_rtl_flag)}
-    # A call's cold start with layout=regions: the imports (pytesseract with pandas 0.5 s, the
+    # A call's cold start with layout=regions: the imports (pytesseract 0.1 s, the
     # detector's stack 1.2 s), the ONNX session (0.1-0.2 s) and its first inference, 1-1.6 s
     # slower than the next (BENCHMARKS.md). Then each page is detected and read.
     load_seconds, page_seconds = 2.8, 2.8
-    IMPORT_SECONDS = {"page": 0.5, "regions": 1.7}  # of the load: what preload_modules take off it
+    IMPORT_SECONDS = {"page": 0.2, "regions": 1.7}  # of the load: what preload_modules take off it
 
     @classmethod
     def preload_modules(cls, options: TesseractOptions) -> tuple[str, ...]:
-        # pytesseract imports pandas (0.5 s) and RapidOCR's detector stack 1.2 s: paid once
+        # pytesseract (0.1 s) and RapidOCR's detector stack 1.2 s: paid once
         # per localhost job instead of once per call. Neither starts a thread at import.
         return (cls.__module__, "rapidocr.main") if options.layout == "regions" else (cls.__module__,)
 
     @classmethod
     def cost_hint(cls, options: TesseractOptions, preloaded: bool = False) -> tuple[float, float]:
-        load, page = (0.55, 1.5) if options.layout == "page" else (cls.load_seconds, cls.page_seconds)
+        load, page = (0.25, 1.5) if options.layout == "page" else (cls.load_seconds, cls.page_seconds)
         return (max(0.05, load - cls.IMPORT_SECONDS[options.layout]) if preloaded else load), page
 
     @classmethod
