@@ -192,6 +192,13 @@ def old_rtl_flag(value: Any) -> str:
     return "rtl" if _convert(value, bool) else "auto"
 
 
+def hashed_as_rtl_flag(options: Any) -> dict[str, Any]:
+    """The options as they were hashed while `reading` was an `rtl` flag (its effective value)."""
+    view = dataclasses.asdict(options)
+    del view["reading"]
+    return {**view, "rtl": options.rtl}
+
+
 def hash_view(options: Any) -> dict[str, Any]:
     """What a config hash is made of: the options, or the view an Options class gives of itself
     (`hash_view()`) so that renamed options hash as their old names did, and datasets made before

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from engines.base import Engine, check_reading, old_rtl_flag, reads_rtl
+from engines.base import Engine, check_reading, hashed_as_rtl_flag, old_rtl_flag, reads_rtl
 from engines.layout import Box, Line, assemble, reading_sequence, union_all
 from engines.contract import ConfigError, EngineError, PageTimeout
 from engines.contract import PageResult
@@ -79,9 +78,7 @@ class TesseractOptions:
 
     def hash_view(self) -> dict:
         """As `rtl` (a flag, set for Japanese) was hashed before it became `reading`."""
-        view = dataclasses.asdict(self)
-        del view["reading"]
-        return {**view, "rtl": self.rtl}
+        return hashed_as_rtl_flag(self)
 
 
 class TesseractEngine(Engine):

@@ -24,13 +24,12 @@ import math
 import os
 import re
 import time
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from engines.base import Engine, check_reading, line_crop, old_rtl_flag, reads_rtl, reread_element
+from engines.base import Engine, check_reading, hashed_as_rtl_flag, line_crop, old_rtl_flag, reads_rtl, reread_element
 from engines.contract import ConfigError, EngineError, TransientError
 from engines.redact import redact
 from engines.contract import Element, PageResult
@@ -78,9 +77,7 @@ class VlmOptions:
 
     def hash_view(self) -> dict:
         """As `rtl` (a flag) was hashed before it became `reading`."""
-        view = dataclasses.asdict(self)
-        del view["reading"]
-        return {**view, "rtl": self.rtl}
+        return hashed_as_rtl_flag(self)
 
 
 class VlmEngine(Engine):
