@@ -92,6 +92,8 @@ class Engine(ABC):
         Each localhost call is a fresh fork: what the runner has imported, every call
         inherits for free. Name only modules that start no threads and load no models
         at import (never PyTorch or Paddle): the adapter's own module by default.
+        A named module may define `prepare_to_fork()`: the runner calls it once, after
+        the imports (work every call would repeat, done once; it must start no thread).
         """
         return (cls.__module__,)
 

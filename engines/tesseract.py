@@ -10,6 +10,7 @@ mapped back to page pixels. `layout=page` is plain full-page Tesseract.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from dataclasses import dataclass
@@ -123,7 +124,7 @@ class TesseractEngine(Engine):
     def __init__(self, options: TesseractOptions):
         super().__init__(options)
         os.environ["OMP_THREAD_LIMIT"] = str(options.threads)
-        self._tess_version = str(pytesseract.get_tesseract_version())
+        self._tess_version = tesseract_version()
         self._detector = None
         if options.layout == "regions":
             from engines.detect import TextDetector
@@ -140,13 +141,18 @@ class TesseractEngine(Engine):
         return cfg + (f" --oem {o.oem}" if o.oem is not None else "")
 
     def _data(self, image: Image.Image, default_psm: int) -> dict:
-        # Handed to Tesseract as an uncompressed PNM file: pytesseract would encode a PNG, which
-        # costs as much CPU as Tesseract's own work on a large painted page (BENCHMARKS.md).
+        # Handed to Tesseract as an uncompressed TIFF: pytesseract would encode a PNG, which costs
+        # as much CPU as Tesseract's own work on a large painted page, and Leptonica reads PNM
+        # pixel by pixel, slower than Tesseract reads the page's own file (BENCHMARKS.md).
         import tempfile
 
         try:
-            with tempfile.NamedTemporaryFile(prefix="comic-ocr-", suffix=".pnm") as f:
-                (image if image.mode in ("L", "RGB") else image.convert("RGB")).save(f, format="PPM")
+            with tempfile.NamedTemporaryFile(prefix="comic-ocr-", suffix=".tif") as f:
+                plain = image if image.mode in ("L", "RGB") else image.convert("RGB")
+                if hasattr(plain, "tag_v2"):  # a TIFF page's own tags and DPI: not for this file
+                    plain = plain.copy()
+                # `info` still names the source's compression (G4 for a bilevel scan): not for RGB
+                plain.save(f, format="TIFF", compression="raw")
                 f.flush()
                 return pytesseract.image_to_data(
                     f.name, lang=self.options.lang, config=self._config(default_psm),
@@ -228,6 +234,20 @@ class TesseractEngine(Engine):
             start = end
         # Words in Tesseract's line order, then left to right; drop the sort key.
         return [[w[:3] for w in sorted(ws, key=lambda w: w[3])] for ws in out]
+
+
+@functools.cache
+def tesseract_version() -> str:
+    """The binary's version: a subprocess, run once per process (or once per localhost job,
+    in the runner before it forks the calls: prepare_to_fork)."""
+    return str(pytesseract.get_tesseract_version())
+
+
+def prepare_to_fork() -> None:
+    try:
+        tesseract_version()
+    except Exception:  # no binary: each call reports it as the engine's start-up error
+        pass
 
 
 def _crop(gray: Image.Image, quad: np.ndarray, line_height: int) -> tuple[Image.Image, tuple[float, float], float]:

@@ -196,6 +196,7 @@ def run_ocr(
                   reread_of=reread and reread.of)
         for b in batches
     ]
+    tasks = plan.costliest_first(tasks)
     summary.lines = sum(len(p.lines or []) for t in tasks for p in t.pages)
     # A call may take its pages' time limits plus start-up; Lithops kills it after.
     timeout = call_timeout or (page_timeout * size + 300)

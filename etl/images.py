@@ -49,7 +49,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             img = Image.alpha_composite(bg, rgba).convert("RGB")
         elif img.mode.startswith("I;16") or img.mode in ("I", "F"):
             img = ImageOps.autocontrast(img.convert("I").point(lambda v: v / 256).convert("L"))
-        else:  # CMYK, P, 1, YCbCr...
+        elif img.mode == "1":  # a bilevel scan: grey holds it exactly, in a third of RGB's bytes
+            img = img.convert("L")
+        else:  # CMYK, P, YCbCr...
             img = img.convert("RGB")
     return img
 

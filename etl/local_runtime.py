@@ -6,7 +6,9 @@ that runner, so whatever the runner has imported, each call inherits for free. P
 when it unpickles `process_batch` (0.5-0.9 s a call here), and the engine's own modules
 (pytesseract imports pandas: 0.5 s; the text detector's stack: 1.2 s). This entry point
 imports the worker and the modules the engine names (`Engine.preload_modules`, carried
-in the job's config by etl.executor) and then runs the runner as `python` would.
+in the job's config by etl.executor), calls the `prepare_to_fork()` of each that has one
+(Pillow's format plugins, the Tesseract binary's version: work each call would repeat)
+and then runs the runner as `python` would.
 
 It takes `python`'s place only for a script path and its arguments (all Lithops
 uses); anything else goes to the real interpreter unchanged.
@@ -45,8 +47,10 @@ def main() -> None:
         os.execv(sys.executable, [sys.executable, *args])
     for name in (*PRELOAD, *job_preloads(args)):
         try:
-            importlib.import_module(name)
-        except Exception:  # a broken preload must not stop the job: the call imports it again
+            module = importlib.import_module(name)
+            if callable(prepare := getattr(module, "prepare_to_fork", None)):
+                prepare()  # what every call would repeat after its fork, done once here
+        except Exception:  # a broken preload must not stop the job: the call does it again
             pass
     script = args[0]
     sys.argv = args

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from etl.batch import PageTask
+from etl.batch import BatchTask, PageTask
 from etl.manifest import ID, URI
 
 
@@ -86,6 +86,38 @@ def planned_batch_size(engine_cls, options, n_pages: int, workers: int, backend:
     load_s, page_s = engine_cls.cost_hint(options, preloaded=backend == "localhost")
     return choose_batch_size(n_pages, workers, load_s, page_s, engine_cls.max_batch_size,
                              call_s=call_overhead_s(backend), floor=getattr(options, "concurrency", 1))
+
+
+SIZE_ORDER_MAX_PAGES = 20_000  # one stat a page; past this the tail is a small share of the run
+
+
+def costliest_first(tasks: list[BatchTask]) -> list[BatchTask]:
+    """The tasks in order of their images' bytes, largest first, when every image is a local
+    file: the calls that start last are then the shortest, and the workers finish together
+    (longest-processing-time-first) instead of one reading a large batch while the others idle.
+    Any other run keeps manifest order (a stat of an object store costs a request a page)."""
+    import os
+
+    from etl.storage import scheme_of
+
+    n = sum(len(t.pages) for t in tasks)
+    if len(tasks) < 2 or n > SIZE_ORDER_MAX_PAGES:
+        return tasks
+    sizes = []
+    for t in tasks:
+        total = 0
+        for p in t.pages:
+            uri = str(p.image_uri)
+            scheme = scheme_of(uri)
+            if scheme not in ("", "file"):
+                return tasks
+            try:
+                total += os.stat(uri[7:] if scheme == "file" else uri).st_size
+            except (OSError, ValueError):  # a missing or odd file: its page fails fast
+                pass
+        sizes.append(total)
+    order = sorted(range(len(tasks)), key=lambda i: -sizes[i])  # stable: ties keep manifest order
+    return [tasks[i] for i in order]
 
 
 class Batches(Sequence):

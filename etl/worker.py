@@ -351,6 +351,24 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
+def prepare_to_fork() -> None:
+    """Run once by the localhost runner before it forks the calls (etl.local_runtime): the
+    imports every call would otherwise make again, in each forked child. Pillow loads its format
+    plugins on the first open or save of a format it has not preloaded; fsspec imports parts
+    lazily; PyArrow imports pandas, if installed, the first time it builds an array from a Python
+    list (every call's shard write: 0.2 s a call). Imports only: nothing here starts a thread or
+    opens a file a child would share."""
+    import importlib
+
+    import pyarrow as pa
+    from PIL import Image
+
+    Image.init()
+    pa.array([0])
+    for name in ("fsspec.implementations.chained", "pyarrow.vendored.version", "resource"):
+        importlib.import_module(name)
+
+
 def _peak_rss_mb() -> float | None:
     try:
         import resource

@@ -193,7 +193,9 @@ def test_local_runtime_imports_what_the_jobs_engine_names_before_forking(tmp_pat
     cls = get_engine("tesseract")
     assert cls.preload_modules(cls.parse_options({"layout": "page"})) == ("engines.tesseract",)
     assert "rapidocr.main" in cls.preload_modules(cls.parse_options({}))
-    (tmp_path / "probe_preload.py").write_text("import sys\n\ndef imported(name):\n    return name in sys.modules\n")
+    (tmp_path / "probe_preload.py").write_text(
+        "import sys\n\ndef imported(name):\n    return name in sys.modules\n\n"
+        "def versions_cached(_):\n    return sys.modules['engines.tesseract'].tesseract_version.cache_info().currsize\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the runner inherits it and unpickles the probe
     from probe_preload import imported
@@ -202,3 +204,31 @@ def test_local_runtime_imports_what_the_jobs_engine_names_before_forking(tmp_pat
         # pytesseract comes with engines.tesseract; the worker module alone does not import it
         results = list(LithopsExecutor(load_config(None, None, 1), preload=preload).map(imported, ["pytesseract"]))
         assert [(r, e) for _, r, e in results] == [(expected, None)]
+    # The runner also did, once, what every call would repeat (each module's prepare_to_fork):
+    # Pillow's TIFF writer and PyArrow's pandas check are loaded, Tesseract's version is known.
+    from probe_preload import versions_cached
+
+    results = list(LithopsExecutor(load_config(None, None, 1)).map(imported, ["PIL.TiffImagePlugin", "pandas"]))
+    assert [(r, e) for _, r, e in results] == [(True, None), (True, None)]
+    results = list(LithopsExecutor(load_config(None, None, 1), preload=("engines.tesseract",)).map(versions_cached, [0]))
+    assert [(r, e) for _, r, e in results] == [(1, None)]
+
+
+def test_costliest_batches_go_first_when_the_images_are_local_files(tmp_path):
+    from etl.batch import BatchTask
+
+    sizes = [10, 5000, 300, 5000, 40_000]
+    for i, n in enumerate(sizes):
+        (tmp_path / f"{i}.png").write_bytes(b"x" * n)
+
+    def task(i, uri):
+        return BatchTask(engine="tesseract", options={}, out="o", run_id="r", batch_id=f"b{i}", config_hash="h",
+                         pages=(PageTask(page_id=str(i), image_uri=uri),))
+
+    local = [task(i, str(tmp_path / f"{i}.png")) for i in range(len(sizes))]
+    local.append(task(9, str(tmp_path / "missing.png")))  # fails fast: last
+    assert [t.batch_id for t in plan.costliest_first(local)] == ["b4", "b1", "b3", "b2", "b0", "b9"]
+    # file:// URIs are local files too; an object store keeps manifest order (a stat is a request)
+    assert plan.costliest_first([task(0, f"file://{tmp_path}/0.png"), task(4, f"file://{tmp_path}/4.png")])[0].batch_id == "b4"
+    remote = [task(0, str(tmp_path / "0.png")), task(1, "s3://bucket/1.png")]
+    assert plan.costliest_first(remote) == remote
