@@ -244,10 +244,10 @@ def tesseract_version() -> str:
 
 
 def prepare_to_fork() -> None:
-    try:
-        tesseract_version()
-    except Exception:  # no binary: each call reports it as the engine's start-up error
-        pass
+    """The localhost runner's one-time work for this engine (Engine.preload_modules). Without
+    a binary it raises, the runner passes over it, and each call reports the engine's start-up
+    error (a failure is not cached)."""
+    tesseract_version()
 
 
 def _crop(gray: Image.Image, quad: np.ndarray, line_height: int) -> tuple[Image.Image, tuple[float, float], float]:
