@@ -98,7 +98,7 @@ def costliest_first(tasks: list[BatchTask]) -> list[BatchTask]:
     Any other run keeps manifest order (a stat of an object store costs a request a page)."""
     import os
 
-    from etl.storage import scheme_of
+    from etl.storage import local_path
 
     n = sum(len(t.pages) for t in tasks)
     if len(tasks) < 2 or n > SIZE_ORDER_MAX_PAGES:
@@ -107,12 +107,10 @@ def costliest_first(tasks: list[BatchTask]) -> list[BatchTask]:
     for t in tasks:
         total = 0
         for p in t.pages:
-            uri = str(p.image_uri)
-            scheme = scheme_of(uri)
-            if scheme not in ("", "file"):
+            if (path := local_path(str(p.image_uri))) is None:
                 return tasks
             try:
-                total += os.stat(uri[7:] if scheme == "file" else uri).st_size
+                total += os.stat(path).st_size
             except (OSError, ValueError):  # a missing or odd file: its page fails fast
                 pass
         sizes.append(total)

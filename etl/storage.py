@@ -41,14 +41,21 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def local_path(uri: str) -> str | None:
+    """The file a local path or file:// URI names; None for any other scheme."""
+    scheme = scheme_of(uri)
+    if scheme == "":
+        return uri
+    # file:// URIs are percent-encoded (Path.as_uri() writes non-ASCII and spaces so).
+    return url2pathname(urlparse(uri).path) if scheme == "file" else None
+
+
 def read_bytes(uri: str, max_bytes: int = 0) -> bytes | None:
     """The object's bytes; None when it is larger than `max_bytes` (0: no limit), known from its
     size (stat, HEAD / Content-Length) before reading, or from reading no further than the limit."""
-    scheme = scheme_of(uri)
-    if scheme in ("", "file"):
+    if (path := local_path(uri)) is not None:
         # Plain read: works on pipes and special files too (fsspec's opener seeks).
-        # file:// URIs are percent-encoded (Path.as_uri() writes non-ASCII and spaces so).
-        with open(url2pathname(urlparse(uri).path) if scheme else uri, "rb") as f:
+        with open(path, "rb") as f:
             return _limited(f, max_bytes)
     fs, path = url_to_fs(uri)
     if max_bytes:
