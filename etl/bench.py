@@ -324,6 +324,40 @@ def bench_local_engine(tmp: Path, name: str, n: int, workers: int, repeat: int, 
     return rows, profile
 
 
+def bench_routing(tmp: Path, n_rows: int, repeat: int) -> list:
+    """Choosing a cascade's lines with the default `when` (confidence, or `doubtful_text`: a Python
+    function DuckDB calls per line) against the same choice by confidence alone, over `best_lines`."""
+    from spellchecker import SpellChecker
+
+    from etl.cascade import CALIBRATED_THRESHOLD, default_when
+    from etl.query import connect
+
+    rng = np.random.default_rng(1)
+    words = sorted(w for w in SpellChecker(language="en").word_frequency.dictionary if w.isalpha())
+    lines = []
+    for i in range(20_000):  # lines of 3-8 words; one in ten with a letter dropped: a misread
+        picked = [words[j].upper() for j in rng.integers(0, len(words), int(rng.integers(3, 9)))]
+        if i % 10 == 0:
+            picked[0] = picked[0][1:] or picked[0]
+        lines.append(" ".join(picked))
+    root = tmp / "routing"
+    n_pages = n_rows // 100
+    write_synthetic_dataset([root], n_pages, 100, shards=50, texts=lines)
+    con = connect(str(root))
+    n_lines = con.sql("select count(*) from best_lines").fetchall()[0][0]
+    t = CALIBRATED_THRESHOLD["tesseract"]
+
+    def routed(when: str) -> int:
+        return con.sql(f"select count(*) from best_lines where base_engine = 'tesseract' and ({when})").fetchall()[0][0]
+
+    t_when, t_conf, ratio = paired(lambda: routed(default_when("tesseract", "en")), lambda: routed(f"confidence < {t}"),
+                                   repeat)
+    con.close()
+    return [(f"cascade routing: the default `when` (confidence or `doubtful_text`) over {n_lines:,} lines, "
+             f"vs `confidence < {t}` alone", f"{t_when:.2f} s ({t_when / n_lines * 1e6:.1f} µs a line)",
+             f"{t_conf:.2f} s", f"{ratio:.2f}", "")]
+
+
 def bench_planning(tmp: Path, n_rows: int, repeat: int) -> list:
     from etl import plan
     from etl.schema import PAGE_SCHEMA
@@ -363,14 +397,17 @@ def bench_planning(tmp: Path, n_rows: int, repeat: int) -> list:
              f"{t_read / t_plan:.2f} ({t_plan / t_read:.1f}x the read)", "≤ 2x the read")]
 
 
-def write_synthetic_dataset(roots: list[Path], n_pages: int, per_page: int = 100, shards: int = 200) -> None:
+def write_synthetic_dataset(roots: list[Path], n_pages: int, per_page: int = 100, shards: int = 200,
+                            texts: list[str] | None = None) -> None:
     """A dataset of `n_pages` read pages with `per_page` elements each (80% words, 16% lines, 4%
     blocks), written straight as shards under every folder of `roots` and as one file under
-    `roots[1]` when given (no OCR: for the query and export benchmarks)."""
+    `roots[1]` when given (no OCR: for the query and export benchmarks). Element texts are drawn
+    from `texts` (default: 5,000 made-up words)."""
     from etl.schema import ELEMENT_SCHEMA, PAGE_SCHEMA
 
     rng = np.random.default_rng(0)
-    vocab = pa.array([f"WORD{i}" for i in range(5000)])
+    vocab = pa.array(texts or [f"WORD{i}" for i in range(5000)])
+    n_texts = len(vocab)
     page_ids = np.array([f"p{i:07d}" for i in range(n_pages)], dtype=object)
     share = np.arange(per_page) * 100 // per_page
     levels = np.where(share < 80, 0, np.where(share < 96, 1, 2)).astype(np.int8)
@@ -383,7 +420,7 @@ def write_synthetic_dataset(roots: list[Path], n_pages: int, per_page: int = 100
             "page_id": pid, "engine": pa.array(["tesseract"] * n), "config_hash": pa.array(["h"] * n),
             "run_id": pa.array(["r"] * n), "batch_id": pa.array(np.repeat(page_ids[lo:hi], per_page)),
             "level": level.cast(pa.string()),
-            "text": pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 5000, n).astype(np.int32)), vocab).cast(pa.string()),
+            "text": pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, n_texts, n).astype(np.int32)), vocab).cast(pa.string()),
             "confidence": pa.array(rng.random(n, dtype=np.float32)),
             "x0": pa.array(rng.random(n, dtype=np.float32) * 1000), "y0": pa.array(rng.random(n, dtype=np.float32) * 1000),
             "x1": pa.array(rng.random(n, dtype=np.float32) * 1000), "y1": pa.array(rng.random(n, dtype=np.float32) * 1000),
@@ -691,6 +728,15 @@ def main(argv: list[str]) -> int:
         (a, b_, c, d, e), = bench_planning(tmp, plan_rows, repeat)
         return _replace_row(target, "| planning ", f"| {a} (`just bench only=plan`, {time.strftime('%Y-%m-%d')}) | "
                                                   f"{b_} | {c} | {d} | {e} |")
+    route_rows = int(args.get("route_rows", 1_000_000))
+    if args.get("only") == "routing":  # the routing row alone, in place in the main table (added when missing)
+        (a, b_, c, d, e), = bench_routing(tmp, route_rows, repeat)
+        row = f"| {a} (`just bench only=routing route_rows={route_rows}`, {time.strftime('%Y-%m-%d')}) | {b_} | {c} | {d} | {e} |"
+        if "| cascade routing" not in target.read_text():
+            target.write_text(target.read_text().replace("\n| query `page_text`", f"\n{row}\n| query `page_text`", 1))
+            print(row)
+            return 0
+        return _replace_row(target, "| cascade routing", row)
     rows, profile = bench_pipeline(tmp, n, workers, repeat, k)
     for name in [e for e in args.get("engines", "paddleocr,easyocr").split(",") if e]:
         more_rows, more = bench_local_engine(tmp, name, k, workers, repeat,
@@ -698,9 +744,11 @@ def main(argv: list[str]) -> int:
         rows += more_rows
         profile.update(more)
     rows += bench_planning(tmp, plan_rows, repeat)
+    rows += bench_routing(tmp, route_rows, repeat)
     rows += bench_query(tmp, query_rows, repeat)
     chart(rows, target.with_name("benchmarks.png"))
-    cmd = (f"just bench pages={n} workers={workers} repeat={repeat} plan_rows={plan_rows} query_rows={query_rows} "
+    cmd = (f"just bench pages={n} workers={workers} repeat={repeat} plan_rows={plan_rows} route_rows={route_rows} "
+           f"query_rows={query_rows} "
            f"engines={args.get('engines', 'paddleocr,easyocr')} engine_pages={args.get('engine_pages', 8)} "
            f"reads={args.get('reads', 24)}")
     lines = [

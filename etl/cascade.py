@@ -28,9 +28,18 @@ CALIBRATED_THRESHOLD = {"tesseract": 0.69, "ppocrv6": 0.92, "easyocr": 0.61, "pa
 UNCALIBRATED_THRESHOLD = 0.5
 
 
-def default_when(engine: str) -> str:
-    """The `when` a cascade whose first engine is `engine` uses unless given one."""
-    return f"confidence < {CALIBRATED_THRESHOLD.get(engine, UNCALIBRATED_THRESHOLD)}"
+def default_when(engine: str, lang: str | None = None) -> str:
+    """The `when` a cascade whose first engine is `engine` (reading `lang`) uses unless given one:
+    lines under the engine's calibrated confidence, and lines whose text looks misread
+    (`etl.lexicon`). A line a later stage read without a confidence (an API model) stays read."""
+    t = CALIBRATED_THRESHOLD.get(engine, UNCALIBRATED_THRESHOLD)
+    lang = str(lang or "auto").replace("'", "''")
+    return f"confidence IS NOT NULL AND (confidence < {t} OR doubtful_text(text, '{lang}'))"
+
+
+def stage_lang(engine: str, options: dict[str, Any]) -> str | None:
+    """The `lang` option a cascade gives its first engine (`ENGINE.lang=` or a plain `lang=`)."""
+    return options.get(f"{engine}.lang", options.get("lang"))
 LINE_COLUMNS = ("line_no", "x0", "y0", "x1", "y1", "polygon", "block_id", "vertical")
 
 
@@ -97,9 +106,10 @@ def doubtful_lines(out: str, reading: str, when: str, page_ids: pl.Series) -> tu
     so far meets `when`: (page_id/image_uri frame, page id -> lines)."""
     lines = _over_reading(
         out, reading, page_ids,
-        f"SELECT l.page_id, t.image_uri, {', '.join('l.' + c for c in LINE_COLUMNS)} FROM best_lines l "
-        "JOIN best_text t USING (page_id) JOIN _cascade_pages USING (page_id) "
-        f"WHERE l.base_engine = $engine AND l.base_config_hash = $cfg AND l.x0 IS NOT NULL AND ({when}) "
+        # `when` sees best_lines' columns alone (best_text has a `text` too)
+        f"SELECT l.page_id, t.image_uri, {', '.join('l.' + c for c in LINE_COLUMNS)} FROM "
+        f"(SELECT * FROM best_lines WHERE base_engine = $engine AND base_config_hash = $cfg AND x0 IS NOT NULL "
+        f"AND ({when})) l JOIN best_text t USING (page_id) JOIN _cascade_pages USING (page_id) "
         "ORDER BY l.page_id, l.line_no", when, "when")
     chosen: dict[str, list[dict]] = {}
     for row in lines.iter_rows(named=True):
@@ -140,7 +150,7 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
     if max_cost_usd is not None and not any(priced[1:]):
         raise ConfigError("max_cost_usd caps the API stages of a cascade, and none of its later stages has a "
                           "model with a price in costs.yaml")
-    when = when or default_when(stages[0])
+    when = when or default_when(stages[0], stage_lang(stages[0], options))
     summary = CascadeSummary(when=when, budget_usd=max_cost_usd)
     if on_stage:
         on_stage(0, stages[0], "pages")

@@ -32,7 +32,7 @@ USAGE = """usage:
   ocr (manifest=PATH | from=DATASET [where="SQL over its pages view"]) [engine=ppocrv6] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
       [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
       [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)] [max_cost_usd=USD]
-  ocr manifest=PATH cascade=CHEAP,STRONG[,...] [when="SQL over best_lines (default: the first engine's calibrated threshold)"]
+  ocr manifest=PATH cascade=CHEAP,STRONG[,...] [when="SQL over best_lines (default: under the first engine's calibrated confidence, or doubtful_text(text, lang))"]
       [pages_when="SQL over best_text, e.g. mean_confidence < 0.9: those pages are read whole"]
       [max_cost_usd=USD] [ENGINE.option=value]   (each later engine re-reads only the doubtful lines)
   query out=PATH (sql="..." | file=sql/NAME.sql)
@@ -104,12 +104,12 @@ def cmd_ocr(kv: dict[str, str]) -> int:
 
 
 def _cascade(run_args: dict, engine_options: dict, callbacks: dict, progress: "RunProgress", kv: dict, shown) -> int:
-    from etl.cascade import default_when, run_cascade
+    from etl.cascade import default_when, run_cascade, stage_lang
 
     stages = [e.strip() for e in run_args.pop("cascade").split(",") if e.strip()]
     if "engine" in run_args:
         raise UsageError("give engine= or cascade=, not both (the cascade's first engine reads every page)")
-    when = run_args.pop("when", None) or default_when(stages[0])
+    when = run_args.pop("when", None) or default_when(stages[0], stage_lang(stages[0], engine_options))
 
     pages_when = run_args.pop("pages_when", None)
 

@@ -29,12 +29,16 @@ def sql_file(name: str) -> Path:
 
 def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,
             on_warning: Callable[[str], None] | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with views `pages`, `elements`, `page_text` over dataset `out`.
+    """A DuckDB connection with views `pages`, `elements`, `page_text` over dataset `out`, and
+    the SQL function `doubtful_text(text, lang)` (`etl.lexicon`).
 
     A damaged shard is left out of the views, named in a warning (`on_warning`, else Python's
     warnings); a rerun of the run that wrote it sets it aside and reads its pages again.
     """
+    from etl import lexicon
+
     con = con or duckdb.connect()
+    lexicon.register(con)  # doubtful_text(text, lang), for a cascade's `when`
     for table, schema in (("pages", PAGE_SCHEMA), ("elements", ELEMENT_SCHEMA)):
         root = dataset.table_root(out, table)
         fs, files, damaged = dataset.sound_files(out, table)

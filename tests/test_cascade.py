@@ -163,3 +163,40 @@ def test_doubtful_pages_are_read_whole_and_their_new_reading_is_the_best(comic_p
     truth = truth_of(comic_pages)
     for pid in sent_whole:
         assert recall(truth[pid], con.execute("select text from best_text where page_id = ?", [pid]).fetchall()[0][0]) == 1.0
+
+
+def test_the_default_when_routes_a_confident_line_whose_words_are_no_words(tmp_path):
+    """Confidence misses what an engine is sure of and wrong about; the default `when` also asks
+    `doubtful_text` (etl.lexicon), so a line of non-words goes on and a plain line stays."""
+    import polars as pl
+    from PIL import Image, ImageDraw
+
+    from etl.cascade import CALIBRATED_THRESHOLD, default_when, doubtful_lines
+    from etl.synthetic import _font
+
+    img = Image.new("L", (1500, 420), 255)
+    draw = ImageDraw.Draw(img)
+    draw.text((60, 60), "HELLO THERE MY FRIEND", font=_font(64), fill=0)
+    draw.text((60, 250), "BLORPTANG ZWIXEL", font=_font(64), fill=0)
+    img.save(tmp_path / "p.png")
+    (tmp_path / "m.csv").write_text("page_id,image_uri\np,p.png\n")
+    out = str(tmp_path / "ds")
+    first = run_ocr(str(tmp_path / "m.csv"), "tesseract", out)
+    con = connect(out)
+    lines = dict(con.execute("select text, confidence from elements where level = 'line'").fetchall())
+    assert {t.upper() for t in lines} == {"HELLO THERE MY FRIEND", "BLORPTANG ZWIXEL"}, lines
+    assert min(lines.values()) >= CALIBRATED_THRESHOLD["tesseract"]  # confidence alone routes neither
+    _, routed = doubtful_lines(out, f"tesseract:{first.config_hash}", default_when("tesseract", "eng"),
+                               pl.Series(["p"]))
+    assert [line["y0"] > 200 for line in routed["p"]] == [True]  # the second line, drawn at y = 250
+
+
+def test_pages_only_a_cascade_that_sends_doubtful_pages_whole_and_no_line(comic_pages, fake, tmp_path):
+    """The manga recipe: `pages_when=...` with `when=false`: whole pages, no crops."""
+    out = str(tmp_path / "ds")
+    s = run_cascade(["tesseract", "qwen"], str(comic_pages / "manifest.csv"), out, when="false",
+                    pages_when="true", base_url=fake.base_url, limit=2)
+    assert s.all_ok and [st.ok for st in s.stages[:2]] == [2, 2]
+    assert len(fake.requests) == 2 and not any(r.get("crop") for r in fake.requests)
+    con = connect(out)
+    assert sorted(e for _, e in con.execute("select page_id, engine from best_text").fetchall()) == ["qwen", "qwen"]

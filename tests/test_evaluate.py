@@ -51,3 +51,12 @@ def test_precision_against_all_visible_text_counts_signs_and_sound_effects_read_
     assert row["precision_visible"] == pytest.approx(7 / 8)  # only "cat" is not on the page
     s = summarize(per_page.with_columns(set=pl.lit("s"), engine=pl.lit("e"), s_per_page=pl.lit(1.0))).row(0, named=True)
     assert s["precision_micro"] == pytest.approx(0.5) and s["precision_visible"] == pytest.approx(7 / 8)
+
+
+def test_the_stand_in_answers_a_crop_with_the_transcript_text_it_holds():
+    from etl.evaluate import crop_truth
+
+    bubble = ["so hold my control key to reach", "and then"]
+    assert crop_truth("houd my", bubble) == "hold my"  # a line of a bubble: its span, in whole words
+    assert crop_truth("ばかな事", ["ば", "そんなばかな事があるか"]) == "ばかな事"  # not a shorter line inside it
+    assert crop_truth("zzzz", bubble) is None and crop_truth("", bubble) is None

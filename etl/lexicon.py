@@ -1,0 +1,76 @@
+"""Does a line's text look misread? The second doubt signal of a cascade, beside confidence.
+
+An OCR engine is often sure of a line it read wrong: "HOUD" for "HOLD", "S0" for "SO", "MYCONTROL"
+for "MY CONTROL", a Greek "ρ" among Latin letters. Confidence misses these lines; their text gives
+them away. `doubtful_text` calls a line doubtful when
+- it holds a Greek or Cyrillic letter and the language is written in neither (a misread "p", "N");
+- a word runs letters and digits together ("S0", "L1KE"; "10PM", "3RD" are left alone);
+- a word of two or more letters is in no lexicon of the line's language (Latin-script lines only;
+  the word lists of `pyspellchecker`, which ship in its wheel: nothing is downloaded).
+Names and rare words are flagged too: a cascade re-reads them, which costs a request, not a word.
+It is registered as the SQL function `doubtful_text(text, lang)` in every connection of
+`etl.query.connect`, so a cascade's `when` and `just query` can use it.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+# pyspellchecker's word lists, by the language codes a user gives (ISO 639-1 and Tesseract's).
+LEXICONS = {"en": "en", "eng": "en", "de": "de", "deu": "de", "fr": "fr", "fra": "fr", "es": "es", "spa": "es",
+            "it": "it", "ita": "it", "pt": "pt", "por": "pt", "nl": "nl", "nld": "nl"}
+# Languages written in Greek or Cyrillic: their letters are no sign of a misreading there.
+GREEK_CYRILLIC_LANGS = {"el", "ell", "ru", "rus", "uk", "ukr", "bg", "bul", "sr", "srp", "mk", "mkd", "be", "bel"}
+DEFAULT_LANG = "en"  # for lang=auto (and unset): English, the Latin-script language most comics are read in
+
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_KANA_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+_GREEK_CYRILLIC = re.compile(r"[\u0370-\u03ff\u0400-\u04ff]")
+# A letter then a digit: "S0", "L1KE", "B4" (digits then letters, "10PM", "3RD", "80S", are common).
+_LETTER_DIGIT = re.compile(r"[^\W\d_]\d")
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+
+
+@lru_cache(maxsize=None)
+def lexicon(lang: str) -> frozenset[str] | None:
+    """The lowercase words of `lang` (None where no word list ships for it)."""
+    lang = (lang or "auto").lower().split("+")[0]  # Tesseract's eng+jpn: the first
+    code = LEXICONS.get(DEFAULT_LANG if lang == "auto" else lang)
+    if code is None:
+        return None
+    from spellchecker import SpellChecker
+
+    return frozenset(SpellChecker(language=code).word_frequency.dictionary)
+
+
+def doubtful_text(text: str | None, lang: str | None = "auto") -> bool:
+    """Whether `text`, read as one line, looks misread (see the module docstring)."""
+    if not text or not text.strip():
+        return False
+    if _GREEK_CYRILLIC.search(text) and (lang or "").lower() not in GREEK_CYRILLIC_LANGS:
+        # a Greek "ρ" for a "p", a Cyrillic "И" for an "N"
+        return True
+    if _KANA_CJK.search(text) or not _LATIN.search(text):  # Japanese, Chinese, digits: nothing more to check
+        return False
+    if _LETTER_DIGIT.search(text):
+        return True
+    words = lexicon(lang or "auto")
+    if words is None:
+        return False
+    for word in _WORD.findall(text.lower()):
+        word = word.replace("’", "'")
+        if len(word) >= 2 and word not in words and word.replace("'", "") not in words:
+            return True
+    return False
+
+
+def register(con) -> None:
+    """`doubtful_text(text, lang)` as a DuckDB function on `con` (a no-op where it is there)."""
+    import duckdb
+
+    try:
+        con.create_function("doubtful_text", doubtful_text, ["VARCHAR", "VARCHAR"], "BOOLEAN",
+                            null_handling="special", side_effects=False)
+    except duckdb.NotImplementedException:  # already registered on this connection
+        pass
