@@ -784,6 +784,8 @@ def main(argv: list[str]) -> int:
         "  figure shows how much an engine grows over a long batch (EasyOCR and PaddleOCR are known to grow).",
         "- Planning: the manifest is read as text, checked (nulls, duplicates, schemes), resolved, anti-joined",
         "  with the pages already done, and cut into batches; peak memory is the whole process's.",
+        "- Cascade routing: `doubtful_text` is a Python function DuckDB calls once a line (word lists held in",
+        "  memory); it runs on the client, once a stage, so a million lines cost seconds, not a worker.",
         "- Querying: the views pick one row per page (a window over all page rows) and join elements to it.",
         "",
         *real_section,
