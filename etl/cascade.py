@@ -40,6 +40,8 @@ def default_when(engine: str, lang: str | None = None) -> str:
 def stage_lang(engine: str, options: dict[str, Any]) -> str | None:
     """The `lang` option a cascade gives its first engine (`ENGINE.lang=` or a plain `lang=`)."""
     return options.get(f"{engine}.lang", options.get("lang"))
+
+
 LINE_COLUMNS = ("line_no", "x0", "y0", "x1", "y1", "polygon", "block_id", "vertical")
 
 
