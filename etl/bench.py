@@ -693,12 +693,7 @@ def main(argv: list[str]) -> int:
     if args.get("only") == "export":  # the export row alone, in place in the main table (added when missing)
         (a, b_, c, d, e), = bench_export(tmp, int(args.get("export_pages", 100_000)), repeat)
         row = f"| {a} (`just bench only=export`, {time.strftime('%Y-%m-%d')}) | {b_} | {c} | {d} | {e} |"
-        if "| export " not in target.read_text():
-            text = target.read_text().replace("\n| query `page_text`", f"\n{row}\n| query `page_text`", 1)
-            target.write_text(text)
-            print(row)
-            return 0
-        return _replace_row(target, "| export ", row)
+        return _replace_row(target, "| export ", row, add_before="| query `page_text`")
     if args.get("only") == "cli_real":
         folders = [Path(f) for f in args.get("cli_real", "").split(",") if f]
         if not folders:
@@ -732,11 +727,7 @@ def main(argv: list[str]) -> int:
     if args.get("only") == "routing":  # the routing row alone, in place in the main table (added when missing)
         (a, b_, c, d, e), = bench_routing(tmp, route_rows, repeat)
         row = f"| {a} (`just bench only=routing route_rows={route_rows}`, {time.strftime('%Y-%m-%d')}) | {b_} | {c} | {d} | {e} |"
-        if "| cascade routing" not in target.read_text():
-            target.write_text(target.read_text().replace("\n| query `page_text`", f"\n{row}\n| query `page_text`", 1))
-            print(row)
-            return 0
-        return _replace_row(target, "| cascade routing", row)
+        return _replace_row(target, "| cascade routing", row, add_before="| query `page_text`")
     rows, profile = bench_pipeline(tmp, n, workers, repeat, k)
     for name in [e for e in args.get("engines", "paddleocr,easyocr").split(",") if e]:
         more_rows, more = bench_local_engine(tmp, name, k, workers, repeat,
@@ -797,10 +788,16 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _replace_row(target: Path, prefix: str, row: str) -> int:
-    """Replace the table row of BENCHMARKS.md that starts with `prefix`; the rest stays as it was."""
+def _replace_row(target: Path, prefix: str, row: str, add_before: str | None = None) -> int:
+    """Replace the table row of BENCHMARKS.md that starts with `prefix` (with `add_before`, a row
+    missing is added above the row starting so); the rest stays as it was."""
     lines = target.read_text().splitlines()
     at = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+    if not at and add_before:
+        before = [i for i, line in enumerate(lines) if line.startswith(add_before)]
+        if before:
+            lines.insert(before[0], row)
+            at = [before[0]]
     if not at:
         raise SystemExit(f"{target} has no row starting {prefix!r}: run the whole `just bench` first")
     lines[at[0]] = row

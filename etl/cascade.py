@@ -28,11 +28,11 @@ CALIBRATED_THRESHOLD = {"tesseract": 0.69, "ppocrv6": 0.92, "easyocr": 0.61, "pa
 UNCALIBRATED_THRESHOLD = 0.5
 
 
-def default_when(engine: str, lang: str | None = None) -> str:
+def default_when(engine: str, lang: str | None = None, threshold: float | None = None) -> str:
     """The `when` a cascade whose first engine is `engine` (reading `lang`) uses unless given one:
-    lines under the engine's calibrated confidence, and lines whose text looks misread
-    (`etl.lexicon`). A line a later stage read without a confidence (an API model) stays read."""
-    t = CALIBRATED_THRESHOLD.get(engine, UNCALIBRATED_THRESHOLD)
+    lines under the engine's calibrated confidence (or `threshold`), and lines whose text looks
+    misread (`etl.lexicon`). A line a later stage read without a confidence (an API model) stays read."""
+    t = CALIBRATED_THRESHOLD.get(engine, UNCALIBRATED_THRESHOLD) if threshold is None else threshold
     lang = str(lang or "auto").replace("'", "''")
     return f"confidence IS NOT NULL AND (confidence < {t} OR doubtful_text(text, '{lang}'))"
 

@@ -176,18 +176,18 @@ def run(sets: list[EvalSet], specs: list[str], out_dir: Path, norm: Norm, limit:
         for spec in specs:
             label, engine, opts = parse_spec(spec)
             opts.setdefault("lang", es.lang)
+            out = str(out_dir / "data" / es.name)
             try:
-                summary = run_ocr(es.manifest, engine=engine, out=str(out_dir / "data" / es.name), limit=limit, **opts)
+                summary = run_ocr(es.manifest, engine=engine, out=out, limit=limit, **opts)
             except UsageError as exc:
                 print(f"{es.name} / {label}: skipped: {exc}", file=sys.stderr)
                 continue
-            texts = page_texts(str(out_dir / "data" / es.name), engine, summary.config_hash)
+            texts = page_texts(out, engine, summary.config_hash)
             per_page = score_pages({k: v for k, v in truth.items() if k in texts or limit is None}, texts, norm, visible)
             if readings is not None:
-                readings.append((label, str(out_dir / "data" / es.name), engine, summary.config_hash, truth, es))
+                readings.append((label, out, engine, summary.config_hash, truth, es))
             results.append(per_page.with_columns(pl.lit(es.name).alias("set"), pl.lit(label).alias("engine"),
-                                                 pl.lit(seconds_per_page(str(out_dir / "data" / es.name), engine,
-                                                                         summary.config_hash)).alias("s_per_page")))
+                                                 pl.lit(seconds_per_page(out, engine, summary.config_hash)).alias("s_per_page")))
     if not results:
         raise UsageError("nothing was evaluated")
     return pl.concat(results, how="diagonal_relaxed")
@@ -241,37 +241,37 @@ def oracle_cascade(out: str, engine: str, config_hash: str, truth: dict[str, str
                    norm: Norm, page_threshold: float | None = None, lang: str = "auto",
                    lines_too: bool = True) -> pl.DataFrame:
     """What a cascade would read with an API that reads every line it is sent right: per page, the
-    engine's lines in reading order; those the cascade's default `when` routes (confidence under
-    `threshold`, or text that looks misread: `etl.lexicon`) replaced by the transcript text their
+    engine's lines in reading order; those the cascade's default `when` routes
+    (`etl.cascade.default_when` at `threshold`) replaced by the transcript text their
     crop holds (`crop_truth`; a line like none is left as the engine read it). With
     `page_threshold`, a page whose mean line confidence is under it is sent whole (all its lines
     count as sent) and comes back as its transcript; `lines_too=False` sends no other line (pages
     only: `when="false"`). Returns per page: lines, lines routed, matched
     units alone and after."""
-    from etl.lexicon import doubtful_text
+    from etl.cascade import default_when
     from etl.query import connect
 
     con = connect(out)
-    rows = con.execute("select page_id, text, confidence from elements where engine = ? and config_hash = ? "
-                       "and level = 'line' order by page_id, reading_order", [engine, config_hash]).fetchall()
+    rows = con.execute(f"select page_id, text, confidence, coalesce({default_when(engine, lang, threshold)}, false) "
+                       "from elements where engine = ? and config_hash = ? and level = 'line' "
+                       "order by page_id, reading_order", [engine, config_hash]).fetchall()
     con.close()
-    by_page: dict[str, list[tuple[str, float | None]]] = {}
-    for pid, text, conf in rows:
-        by_page.setdefault(pid, []).append((text, conf))
+    by_page: dict[str, list[tuple[str, float | None, bool]]] = {}
+    for pid, text, conf, doubtful in rows:
+        by_page.setdefault(pid, []).append((text, conf, doubtful))
     out_rows = []
     for pid, ref in truth.items():
         lines = by_page.get(pid, [])
         true_lines = [normalize(t, norm) for t in ref.splitlines() if normalize(t, norm)]
-        got = [normalize(t, norm) for t, _ in lines]
-        confs = [c for _, c in lines if c is not None]
+        got = [normalize(t, norm) for t, _, _ in lines]
+        confs = [c for _, c, _ in lines if c is not None]
         mean = sum(confs) / len(confs) if confs else None
         alone = score(ref, "\n".join(got), norm)
         if page_threshold is not None and (mean is None or mean < page_threshold):
             out_rows.append({"page_id": pid, "lines": len(lines), "routed": len(lines), "units": alone["units"],
                              "matched_alone": alone["matched"], "matched_cascade": alone["units"], "unit": alone["unit"]})
             continue
-        routed = [i for i, (text, c) in enumerate(lines)
-                  if lines_too and c is not None and (c < threshold or doubtful_text(text, lang))]
+        routed = [i for i, (_, _, doubtful) in enumerate(lines) if lines_too and doubtful]
         after = list(got)
         for i in routed:
             after[i] = crop_truth(got[i], true_lines) or got[i]

@@ -32,13 +32,21 @@ _LETTER_DIGIT = re.compile(r"[^\W\d_]\d")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 
 
+def _langs(lang: str | None) -> list[str]:
+    """The language codes of a `lang` option: Tesseract's "eng+jpn" is two; unset or auto is English."""
+    codes = [c for c in (lang or "auto").lower().split("+") if c]
+    return [DEFAULT_LANG if c == "auto" else c for c in codes] or [DEFAULT_LANG]
+
+
 @lru_cache(maxsize=None)
-def lexicon(lang: str) -> frozenset[str] | None:
-    """The lowercase words of `lang` (None where no word list ships for it)."""
-    lang = (lang or "auto").lower().split("+")[0]  # Tesseract's eng+jpn: the first
-    code = LEXICONS.get(DEFAULT_LANG if lang == "auto" else lang)
-    if code is None:
-        return None
+def lexicon(lang: str | None) -> frozenset[str] | None:
+    """The lowercase words of `lang`'s first language (None where no word list ships for it)."""
+    code = LEXICONS.get(_langs(lang)[0])
+    return None if code is None else _words(code)
+
+
+@lru_cache(maxsize=None)
+def _words(code: str) -> frozenset[str]:  # one copy of a list, whichever spelling named it
     from spellchecker import SpellChecker
 
     return frozenset(SpellChecker(language=code).word_frequency.dictionary)
@@ -48,14 +56,14 @@ def doubtful_text(text: str | None, lang: str | None = "auto") -> bool:
     """Whether `text`, read as one line, looks misread (see the module docstring)."""
     if not text or not text.strip():
         return False
-    if _GREEK_CYRILLIC.search(text) and (lang or "").lower() not in GREEK_CYRILLIC_LANGS:
+    if _GREEK_CYRILLIC.search(text) and not GREEK_CYRILLIC_LANGS.intersection(_langs(lang)):
         # a Greek "ρ" for a "p", a Cyrillic "И" for an "N"
         return True
     if _KANA_CJK.search(text) or not _LATIN.search(text):  # Japanese, Chinese, digits: nothing more to check
         return False
     if _LETTER_DIGIT.search(text):
         return True
-    words = lexicon(lang or "auto")
+    words = lexicon(lang)
     if words is None:
         return False
     for word in _WORD.findall(text.lower()):
