@@ -61,7 +61,7 @@ examples:
 test *args:
     @{{python}} -m pytest "$@"
 
-# accuracy against transcripts: [sets=../shared/eval] [manifest=M truth=T] [generated=N] [engine=tesseract,tesseract:layout=page] [out=eval-out]
+# accuracy against transcripts: [sets=../shared/eval] [manifest=M truth=T] [generated=N] [engine=tesseract,tesseract:layout=page] [out=eval-out] [standin=ppocrv6|none]
 eval *args:
     @{{python}} -m etl.evaluate "$@"
 

@@ -37,6 +37,12 @@ def default_when(engine: str, lang: str | None = None, threshold: float | None =
     return f"confidence IS NOT NULL AND (confidence < {t} OR doubtful_text(text, '{lang}'))"
 
 
+def doubtful_pages_below(threshold: float) -> str:
+    """A `pages_when`: pages whose lines' mean confidence is under `threshold`, and pages where the
+    engine found no line at all (NULL mean): a page read as empty is the likeliest to hold text missed."""
+    return f"coalesce(mean_confidence, 0) < {threshold}"
+
+
 def stage_lang(engine: str, options: dict[str, Any]) -> str | None:
     """The `lang` option a cascade gives its first engine (`ENGINE.lang=` or a plain `lang=`)."""
     return options.get(f"{engine}.lang", options.get("lang"))

@@ -158,3 +158,24 @@ def done_page_ids(out: str, engine: str, cfg_hash: str) -> pl.Series:
     return pl.from_arrow(table.column(ID)).alias(ID)
 
 
+
+
+def copy_reading(src: str, dst: str, engine: str, cfg_hash: str) -> int:
+    """Copy into a new dataset `dst` the shards of one reading of `src` (this engine, these options),
+    elements with their pages; the shards of other readings stay behind, so that in `dst` this
+    reading is every page's best. Returns the number of page shards copied."""
+    import pyarrow.parquet as pq
+
+    fs, files, _ = sound_files(src, "pages", engine)
+    copied = 0
+    for path in files:
+        if cfg_hash not in pq.read_table(path, columns=["config_hash"], filesystem=fs)["config_hash"].to_pylist():
+            continue
+        name = path.rsplit("/", 1)[-1].removeprefix("part-").removesuffix(".parquet")
+        for table in TABLES:
+            source = path if table == "pages" else shard_uri(src, table, engine, name)
+            if table == "pages" or fs.exists(source):
+                fs.makedirs(table_root(dst, table, engine), exist_ok=True)
+                fs.copy(source, shard_uri(dst, table, engine, name))
+        copied += 1
+    return copied

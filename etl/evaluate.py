@@ -2,6 +2,7 @@
 
     python -m etl.evaluate [sets=FOLDER] [manifest=M truth=T] [generated=N]
                            [engine=tesseract,tesseract:layout=page] [out=eval-out]
+                           [standin=ENGINE|none]  (its cascades also through the pipeline; default ppocrv6)
     python -m etl.evaluate out=DATASET truth=T [engine=tesseract]     (score an existing dataset)
 
 Scoring: both sides are normalised (Unicode NFKC, case folded, punctuation dropped,
@@ -29,6 +30,7 @@ from pathlib import Path
 import polars as pl
 from rapidfuzz.distance import Levenshtein
 
+from engines.base import DEFAULT_ENGINE
 from etl.errors import UsageError
 
 APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u2018\u02bc\u2032"})
@@ -244,10 +246,10 @@ def oracle_cascade(out: str, engine: str, config_hash: str, truth: dict[str, str
     engine's lines in reading order; those the cascade's default `when` routes
     (`etl.cascade.default_when` at `threshold`) replaced by the transcript text their
     crop holds (`crop_truth`; a line like none is left as the engine read it). With
-    `page_threshold`, a page whose mean line confidence is under it is sent whole (all its lines
-    count as sent) and comes back as its transcript; `lines_too=False` sends no other line (pages
-    only: `when="false"`). Returns per page: lines, lines routed, matched
-    units alone and after."""
+    `page_threshold`, a page whose mean line confidence is under it, or with no line, is sent whole
+    (`etl.cascade.doubtful_pages_below`; all its lines count as sent) and comes back as its
+    transcript; `lines_too=False` sends no other line (pages only: `when="false"`). Returns per page:
+    lines, lines routed, whether the page was sent whole, matched units alone and after."""
     from etl.cascade import default_when
     from etl.query import connect
 
@@ -268,7 +270,7 @@ def oracle_cascade(out: str, engine: str, config_hash: str, truth: dict[str, str
         mean = sum(confs) / len(confs) if confs else None
         alone = score(ref, "\n".join(got), norm)
         if page_threshold is not None and (mean is None or mean < page_threshold):
-            out_rows.append({"page_id": pid, "lines": len(lines), "routed": len(lines), "units": alone["units"],
+            out_rows.append({"page_id": pid, "lines": len(lines), "routed": len(lines), "page_sent": True, "units": alone["units"],
                              "matched_alone": alone["matched"], "matched_cascade": alone["units"], "unit": alone["unit"]})
             continue
         routed = [i for i, (_, _, doubtful) in enumerate(lines) if lines_too and doubtful]
@@ -276,9 +278,88 @@ def oracle_cascade(out: str, engine: str, config_hash: str, truth: dict[str, str
         for i in routed:
             after[i] = crop_truth(got[i], true_lines) or got[i]
         fixed = score(ref, "\n".join(after), norm)
-        out_rows.append({"page_id": pid, "lines": len(lines), "routed": len(routed), "units": alone["units"],
+        out_rows.append({"page_id": pid, "lines": len(lines), "routed": len(routed), "page_sent": False, "units": alone["units"],
                          "matched_alone": alone["matched"], "matched_cascade": fixed["matched"], "unit": alone["unit"]})
     return pl.DataFrame(out_rows)
+
+
+def standin_cascade(out: str, spec: str, config_hash: str, es: EvalSet, truth: dict[str, str], threshold: float,
+                    route: str, norm: Norm, work: Path) -> pl.DataFrame:
+    """`oracle_cascade`'s measure taken through the real pipeline: `just ocr cascade=ENGINE,gemma`
+    (the same `when`, and `pages_when` for the page routes), its API stage served by
+    `etl.standin.AnswerKeyServer`, which answers each line crop the engine sends with the transcript
+    text the crop holds (`crop_truth`, or the line as read when it holds none) and each page with
+    its transcript. Runs on a copy in `work` of this reading alone; the cascade's first stage finds it
+    done. Per page, as `oracle_cascade`: lines, lines sent (a page's lines all count when it goes
+    whole), matched units alone and after; and `unanswered`, the requests the key did not know (a
+    crop or page not built as here: 0 unless the measure is broken), on the set's first row."""
+    import shutil
+
+    from engines import get_engine
+    from engines.base import line_crop
+    from etl import images, storage
+    from etl.cascade import LINE_COLUMNS, default_when, doubtful_pages_below, run_cascade
+    from etl.dataset import copy_reading
+    from etl.manifest import ID, URI, load_manifest
+    from etl.query import connect
+    from etl.standin import AnswerKeyServer, image_key
+
+    _, engine, opts = parse_spec(spec)
+    opts.setdefault("lang", es.lang)
+    shutil.rmtree(work, ignore_errors=True)
+    copy_reading(out, str(work), engine, config_hash)
+    con = connect(str(work))
+    lines = con.sql("SELECT page_id, text, " + ", ".join(LINE_COLUMNS) + " FROM best_lines "
+                    "WHERE base_engine = $e AND base_config_hash = $c ORDER BY page_id, line_no",
+                    params={"e": engine, "c": config_hash}).pl()
+    alone = dict(con.execute("SELECT page_id, text FROM best_text").fetchall())
+    con.close()
+    by_page: dict[str, list[dict]] = {}
+    for row in lines.iter_rows(named=True):
+        by_page.setdefault(row[ID], []).append(row)
+    api_cls = get_engine("gemma")
+    api = api_cls(api_cls.parse_options({"base_url": "http://127.0.0.1:9/v1"}))  # prepare() only, never asked
+    answers, asked_for = {}, {}
+    for pid, uri in load_manifest(es.manifest).select(ID, URI).iter_rows():
+        if pid not in truth:
+            continue
+        image = images.decode(storage.read_bytes(uri))
+        key = image_key(api.prepare(image)[0], crop=False)
+        answers[key], asked_for[key] = truth[pid], (pid, None)
+        true_lines = [normalize(t, norm) for t in truth[pid].splitlines() if normalize(t, norm)]
+        for line in by_page.get(pid, []):
+            if line["x0"] is None:
+                continue
+            key = image_key(api.prepare(line_crop(image, line), boxes=False)[0], crop=True)
+            answers[key] = crop_truth(normalize(line["text"] or "", norm), true_lines) or line["text"] or "."
+            asked_for[key] = (pid, line["line_no"])
+    when = "false" if route == "pages" else default_when(engine, es.lang, threshold)
+    with AnswerKeyServer(answers) as server:
+        summary = run_cascade([engine, "gemma"], es.manifest, str(work), when=when,
+                              pages_when=None if route == "lines" else doubtful_pages_below(threshold),
+                              **{f"{engine}.{k}": v for k, v in opts.items()}, **{"gemma.base_url": server.base_url})
+    if summary.stages[0].config_hash != config_hash:
+        raise RuntimeError(f"the cascade read {es.name} again with other options ({spec})")
+    sent: dict[str, set] = {}
+    whole = set()
+    for key in server.asked:
+        if key in asked_for:
+            pid, line_no = asked_for[key]
+            sent.setdefault(pid, set()).update({ln["line_no"] for ln in by_page.get(pid, [])} if line_no is None else {line_no})
+            whole |= {pid} if line_no is None else set()
+    con = connect(str(work))
+    after = dict(con.execute("SELECT page_id, text FROM best_text").fetchall())
+    con.close()
+    rows = []
+    for pid, ref in truth.items():
+        s0, s1 = score(ref, alone.get(pid) or "", norm), score(ref, after.get(pid) or "", norm)
+        rows.append({"page_id": pid, "lines": len(by_page.get(pid, [])), "routed": len(sent.get(pid, ())), "page_sent": pid in whole,
+                     "units": s0["units"], "matched_alone": s0["matched"], "matched_cascade": s1["matched"],
+                     "unit": s0["unit"], "unanswered": 0})
+    if server.unknown:  # the set's count, on its first row, so that sums over pages add up
+        print(f"{es.name}: the stand-in did not know {server.unknown} of the requests it was sent", file=sys.stderr)
+        rows[0]["unanswered"] = server.unknown
+    return pl.DataFrame(rows)
 
 
 def crop_truth(line: str, true_lines: list[str], min_score: float = 0.5) -> str | None:
@@ -327,18 +408,31 @@ COMPLETE_SETS = ("real_more/",)
 ROUTES = ("lines", "pages", "pages and lines")  # what a cascade sends on (cascade_markdown)
 
 
-def cascade_markdown(results: dict[tuple[str, str], tuple[float, pl.DataFrame]]) -> str:
-    out = ["## Cascade, with an API that reads every line it is sent right", "",
-           "The stand-in answers each line's crop with the transcript text the crop holds, and a whole page with "
-           "its transcript (`oracle_cascade`): sending every page to it would read everything (recall 1.0), and "
-           "*gap closed* is the share of the gap between the engine alone and that which the cascade closes. "
-           "*Lines*: the lines of the default `when` go (confidence under the engine's threshold, or text that "
-           "looks misread: `doubtful_text`); text the engine did not find at all stays missed. *Pages*: the pages "
-           "whose mean line confidence is under the threshold go whole (`pages_when=\"mean_confidence < t\"` "
-           "`when=false`). *Pages and lines*: both. *Transcripts*: all sets, or those transcribed by eye with "
-           "all the visible text (`real_more/`).", "",
-           "| engine | routes | transcripts | pages | unit | threshold | lines sent | recall alone | recall, cascade | gap closed |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+ORACLE_INTRO = (
+    "The stand-in answers each line's crop with the transcript text the crop holds, and a whole page with "
+    "its transcript (`oracle_cascade`): sending every page to it would read everything (recall 1.0), and "
+    "*gap closed* is the share of the gap between the engine alone and that which the cascade closes. "
+    "*Lines*: the lines of the default `when` go (confidence under the engine's threshold, or text that "
+    "looks misread: `doubtful_text`); text the engine did not find at all stays missed. *Pages*: the pages "
+    "whose mean line confidence is under the threshold, and those where the engine found no line, go whole "
+    "(`pages_when=\"coalesce(mean_confidence, 0) < t\"` `when=false`: `etl.cascade.doubtful_pages_below`). "
+    "*Pages and lines*: both. *Transcripts*: all sets, or those transcribed by eye with all the visible "
+    "text (`real_more/`).")
+STANDIN_INTRO = (
+    "The same cascades run by the pipeline itself (`standin_cascade`): `cascade=ENGINE,gemma` over a copy of "
+    "the engine's reading, the API stage's requests served over HTTP by `etl.standin.AnswerKeyServer`, which "
+    "answers each line crop and each page the engine sends as the oracle above does; recall from the "
+    "`best_text` view. *Unanswered*: requests the stand-in did not know (0 unless the measure is broken).")
+
+
+def cascade_markdown(results: dict[tuple[str, str], tuple[float, pl.DataFrame]],
+                     heading: str = "Cascade, with an API that reads every line it is sent right",
+                     intro: str = ORACLE_INTRO) -> str:
+    extra = "unanswered" in next(iter(results.values()))[1].columns if results else False
+    out = [f"## {heading}", "", intro, "",
+           "| engine | routes | transcripts | pages | unit | threshold | lines sent | pages sent whole | recall alone "
+           "| recall, cascade | gap closed |" + (" unanswered |" if extra else ""),
+           "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if extra else "")]
     for (label, route), (t, df) in results.items():
         df = df.sort("unit", descending=True, maintain_order=True)  # words, then characters
         groups = [("all", g) for _, g in df.group_by("unit", maintain_order=True)]
@@ -348,14 +442,15 @@ def cascade_markdown(results: dict[tuple[str, str], tuple[float, pl.DataFrame]])
             alone, casc = g["matched_alone"].sum() / max(1, g["units"].sum()), g["matched_cascade"].sum() / max(1, g["units"].sum())
             gap = (casc - alone) / (1 - alone) if alone < 1 else 1.0
             out.append(f"| `{label}` | {route} | {which} | {g.height} | {unit} | {t:.2f} | "
-                       f"{g['routed'].sum() / max(1, g['lines'].sum()):.2f} | "
-                       f"{alone:.3f} | {casc:.3f} | {gap:.2f} |")
+                       f"{g['routed'].sum() / max(1, g['lines'].sum()):.2f} | {g['page_sent'].mean():.2f} | "
+                       f"{alone:.3f} | {casc:.3f} | {gap:.2f} |" + (f" {g['unanswered'].sum()} |" if extra else ""))
     return "\n".join(out) + "\n"
 
 
-def line_reports(readings: list[tuple], norm: Norm, report_dir: Path) -> str:
+def line_reports(readings: list[tuple], norm: Norm, report_dir: Path, standin: str | None = None) -> str:
     """The calibration table and reliability diagram, then the oracle cascade at each engine's
-    recommended threshold."""
+    recommended threshold, and for the reading labelled `standin` the same cascades through the
+    pipeline (`standin_cascade`)."""
     checks: dict[str, list[pl.DataFrame]] = {}
     for label, out, engine, cfg, truth, _ in readings:
         checks.setdefault(label, []).append(line_checks(out, engine, cfg, truth, norm))
@@ -363,16 +458,26 @@ def line_reports(readings: list[tuple], norm: Norm, report_dir: Path) -> str:
     reliability_chart(by_engine, report_dir / "reliability.png")
     thresholds = {label: calibration(lines)[1] for label, lines in by_engine.items() if not lines.is_empty()}
     cascades: dict[tuple[str, str], list[pl.DataFrame]] = {}
+    piped: dict[tuple[str, str], list[pl.DataFrame]] = {}
     for label, out, engine, cfg, truth, es in readings:
         t = thresholds.get(label)
-        if t is not None:
-            for route in ROUTES:
-                cascades.setdefault((label, route), []).append(
-                    oracle_cascade(out, engine, cfg, truth, t, norm, page_threshold=None if route == "lines" else t,
-                                   lang=es.lang, lines_too=route != "pages")
-                    .with_columns(pl.lit(es.name.startswith(COMPLETE_SETS)).alias("complete")))
-    return (calibration_markdown(by_engine) + "\n"
-            + cascade_markdown({key: (thresholds[key[0]], pl.concat(parts)) for key, parts in cascades.items()}))
+        if t is None:
+            continue
+        complete = pl.lit(es.name.startswith(COMPLETE_SETS)).alias("complete")
+        for route in ROUTES:
+            cascades.setdefault((label, route), []).append(
+                oracle_cascade(out, engine, cfg, truth, t, norm, page_threshold=None if route == "lines" else t,
+                               lang=es.lang, lines_too=route != "pages").with_columns(complete))
+            if label == standin:
+                work = report_dir / "cascade" / route.replace(" ", "_") / es.name
+                piped.setdefault((label, route), []).append(
+                    standin_cascade(out, label, cfg, es, truth, t, route, norm, work).with_columns(complete))
+    md = (calibration_markdown(by_engine) + "\n"
+          + cascade_markdown({key: (thresholds[key[0]], pl.concat(parts)) for key, parts in cascades.items()}))
+    if piped:
+        md += "\n" + cascade_markdown({key: (thresholds[key[0]], pl.concat(parts)) for key, parts in piped.items()},
+                                      "Cascade through the pipeline, with the stand-in API", STANDIN_INTRO)
+    return md
 
 
 def calibration_markdown(lines_by_engine: dict[str, pl.DataFrame]) -> str:
@@ -527,7 +632,8 @@ def main(argv: list[str]) -> int:
     report_dir.mkdir(parents=True, exist_ok=True)
     md = markdown(summary, per_page)
     if "truth" not in kv or "manifest" in kv:
-        md += "\n" + line_reports(readings, norm, report_dir)
+        standin = kv.get("standin", DEFAULT_ENGINE)
+        md += "\n" + line_reports(readings, norm, report_dir, None if standin == "none" else standin)
     (report_dir / "REPORT.md").write_text("# OCR evaluation\n\n" + (__doc__.split("\n\n")[2]) + "\n\n" + md)
     per_page.drop("truth", "output").write_csv(report_dir / "pages.csv")
     chart(summary, report_dir / "recall.png")

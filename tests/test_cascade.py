@@ -200,3 +200,23 @@ def test_pages_only_a_cascade_that_sends_doubtful_pages_whole_and_no_line(comic_
     assert len(fake.requests) == 2 and not any(r.get("crop") for r in fake.requests)
     con = connect(out)
     assert sorted(e for _, e in con.execute("select page_id, engine from best_text").fetchall()) == ["qwen", "qwen"]
+
+
+def test_a_page_where_the_engine_found_no_line_is_a_doubtful_page(comic_pages, fake, tmp_path):
+    """`mean_confidence` of a page read as empty is NULL, and `mean_confidence < t` would pass it over;
+    `doubtful_pages_below(t)` (the eval's page route) sends it whole with the pages under t."""
+    from PIL import Image
+
+    from etl.cascade import doubtful_pages_below
+
+    Image.new("L", (600, 800), 255).save(tmp_path / "blank.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"page_id,image_uri\ncomic,{comic_pages / 'comic-000.png'}\nblank,{tmp_path / 'blank.png'}\n")
+    out = str(tmp_path / "ds")
+    s = run_cascade(["tesseract", "qwen"], str(manifest), out, when="false", pages_when=doubtful_pages_below(0.05),
+                    base_url=fake.base_url)
+    assert s.all_ok and s.stages[1].ok == 1
+    con = connect(out)
+    best = dict(con.execute("select page_id, engine from best_text").fetchall())
+    assert best == {"comic": "tesseract", "blank": "qwen"}
+    assert con.execute("select mean_confidence from pages where page_id = 'blank' and engine = 'tesseract'").fetchall() == [(None,)]

@@ -60,3 +60,29 @@ def test_the_stand_in_answers_a_crop_with_the_transcript_text_it_holds():
     assert crop_truth("houd my", bubble) == "hold my"  # a line of a bubble: its span, in whole words
     assert crop_truth("ばかな事", ["ば", "そんなばかな事があるか"]) == "ばかな事"  # not a shorter line inside it
     assert crop_truth("zzzz", bubble) is None and crop_truth("", bubble) is None
+
+
+def test_the_cascade_measured_through_the_pipeline_with_the_answer_key_stand_in(comic_pages, tmp_path):
+    """`just eval`'s cascade figures for the default engine come from a real cascade run: Tesseract's
+    reading (copied apart from another reading in the same dataset), the API stage's crops and pages
+    sent over HTTP to a stand-in that answers them from the transcripts."""
+    from etl.evaluate import EvalSet, load_truth, oracle_cascade, run, standin_cascade
+
+    es = EvalSet("comics", str(comic_pages / "manifest.csv"), str(comic_pages / "truth.jsonl"))
+    truth, readings = load_truth(es.truth), []
+    run([es], ["tesseract:layout=page", "tesseract"], tmp_path / "ev", Norm(), readings=readings)
+    label, out, engine, cfg, _, _ = readings[1]
+    # Every line under 1.01 goes: each line crop asked once, each answered, recall never lower.
+    lines = standin_cascade(out, label, cfg, es, truth, 1.01, "lines", Norm(), tmp_path / "lines")
+    assert lines["lines"].sum() > 20 and lines["routed"].sum() == lines["lines"].sum()
+    assert lines["unanswered"].sum() == 0
+    assert (lines["matched_cascade"] >= lines["matched_alone"]).all()
+    oracle = oracle_cascade(out, engine, cfg, truth, 1.01, Norm(), lang=es.lang)
+    assert lines["matched_cascade"].to_list() == oracle["matched_cascade"].to_list()
+    # Every page goes whole: it comes back as its transcript.
+    pages = standin_cascade(out, label, cfg, es, truth, 1.01, "pages", Norm(), tmp_path / "pages")
+    assert pages["unanswered"].sum() == 0 and pages["matched_cascade"].to_list() == pages["units"].to_list()
+    assert pages["routed"].sum() == pages["lines"].sum()
+    # A threshold no line is under, and lines that read as words: nothing goes, nothing changes.
+    none = standin_cascade(out, label, cfg, es, truth, 0.0, "pages", Norm(), tmp_path / "none")
+    assert none["routed"].sum() == 0 and none["matched_cascade"].to_list() == none["matched_alone"].to_list()
