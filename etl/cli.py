@@ -41,7 +41,8 @@ USAGE = """usage:
   export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] [title=SERIES]
   manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
   estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]
-      [cascade=A,B[,C] [when=SQL] [out=DATASET already read by A: measures lines a page and the share routed]]"""
+      [cascade=A,B[,C] [when=SQL] [pages_when=SQL] [out=DATASET already read by A: measures lines a page and the
+      shares routed]]"""
 
 console = Console(stderr=True)
 out_console = Console()
@@ -273,7 +274,8 @@ def cmd_estimate(kv: dict[str, str]) -> int:
         from etl.estimate import estimate_cascade
 
         stages = [e.strip() for e in kv["cascade"].split(",") if e.strip()]
-        e = estimate_cascade(pages, stages, kv.get("when") or None, kv.get("out") or None, *args)
+        e = estimate_cascade(pages, stages, kv.get("when") or None, kv.get("out") or None, *args,
+                             pages_when=kv.get("pages_when") or None)
     else:
         e = estimate(pages, kv.get("engine", DEFAULT_ENGINE), *args)
     out_console.print(e.describe(), soft_wrap=True)

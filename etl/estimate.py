@@ -101,6 +101,8 @@ def _duration(s: float) -> str:
 DEFAULT_LINES_PER_PAGE = 15
 DEFAULT_SHARE = 0.2  # of the lines a stage gets that it leaves doubtful for the next
 DEFAULT_LINE_TOKENS = (150, 15)  # prompt and completion tokens of one line's crop
+DEFAULT_PAGE_SHARE = 0.2  # of the pages that `pages_when` sends whole
+DEFAULT_PAGE_TOKENS = (2200, 400)  # of one page sent whole: a 1536 px image and its text
 
 
 @dataclass
@@ -117,56 +119,117 @@ class CascadeEstimate:
     def describe(self) -> str:
         out = [f"stage 1: {self.first.describe()}"]
         for k, s in enumerate(self.stages, start=2):
-            out.append(f"stage {k}: {s['engine']} re-reads ~{s['lines']:,.0f} lines -> about ${s['usd']:,.4f} ({s['basis']})")
+            whole = f"reads ~{s['pages']:,.0f} pages whole and " if s.get("pages") else ""
+            out.append(f"stage {k}: {s['engine']} {whole}re-reads ~{s['lines']:,.0f} lines -> about ${s['usd']:,.4f} "
+                       f"({s['basis']})")
         out.append(f"in all: about ${self.cost_usd:,.4f} ({self.basis})")
         return "\n".join(out)
 
 
 def estimate_cascade(pages: int, stages: list[str], when: str | None = None, out: str | None = None,
                      backend: str = "aws_lambda", workers: int = 100, batch: int | None = None,
-                     memory_mb: int | None = None, costs: dict | None = None) -> CascadeEstimate:
-    """A cascade's cost: stage 1 as `estimate`; each later stage's lines are the share of the lines
-    before it that `when` routes, measured on `out` (a dataset its first engine has read: a sample
-    of the pages will do) where given, else DEFAULT_SHARE; API lines priced at the tokens a line has
-    cost in `out` (else DEFAULT_LINE_TOKENS) and costs.yaml's model prices."""
+                     memory_mb: int | None = None, costs: dict | None = None,
+                     pages_when: str | None = None) -> CascadeEstimate:
+    """A cascade's cost: stage 1 as `estimate`; with `pages_when`, the second stage first reads
+    whole the share of pages it picks; each later stage's lines are the share of the lines before
+    it (on the other pages) that `when` routes. Shares are measured on `out` (a dataset its first
+    engine has read: a sample of the pages will do) where given, else DEFAULT_PAGE_SHARE and
+    DEFAULT_SHARE; API pages and lines priced at the tokens one has cost in `out` (else
+    DEFAULT_PAGE_TOKENS, DEFAULT_LINE_TOKENS) and costs.yaml's model prices."""
     from engines import get_engine
 
     costs = costs or load_costs()
     first = estimate(pages, stages[0], backend, workers, batch, memory_mb, costs)
     lines_per_page, share, basis = float(DEFAULT_LINES_PER_PAGE), DEFAULT_SHARE, "assumed lines and shares"
-    tokens: dict[str, tuple[float, float]] = {}
+    page_share = DEFAULT_PAGE_SHARE if pages_when else 0.0
+    tokens: dict[tuple[str, str], tuple[float, float]] = {}  # (engine, "line" | "page") -> tokens
     if out:
         from etl.cascade import default_when
         from etl.query import connect
 
         con = connect(out, on_warning=lambda w: None)
         try:
+            kept = ""  # with pages_when, lines are measured on the pages it does not send whole
+            if pages_when:
+                read, picked = con.sql(f"SELECT count(*), count(*) FILTER (WHERE {pages_when}) FROM ({FIRST_TEXT})",
+                                       params={"e": stages[0]}).fetchall()[0]
+                page_share = picked / max(1, read)
+                kept = f" WHERE page_id IN (SELECT page_id FROM ({FIRST_TEXT}) WHERE NOT coalesce({pages_when}, false))"
             n_pages, n_lines, routed = con.sql(
                 f"SELECT count(DISTINCT page_id), count(*), count(*) FILTER (WHERE {when or default_when(stages[0])}) "
-                # as the first engine read them, before any later stage: what a new run would route
-                "FROM (SELECT * REPLACE (base_text AS text, base_confidence AS confidence, base_engine AS engine) "
-                "FROM best_lines) WHERE base_engine = $e", params={"e": stages[0]}).fetchall()[0]
-            for engine, tp, tc in con.sql(
-                    "SELECT engine, sum(prompt_tokens) / sum(lines_reread), sum(completion_tokens) / sum(lines_reread) "
-                    "FROM pages WHERE reread_of IS NOT NULL AND status = 'ok' AND lines_reread > 0 GROUP BY 1").fetchall():
-                tokens[engine] = (tp, tc)
+                f"FROM ({FIRST_LINES}){kept}", params={"e": stages[0]}).fetchall()[0]
+            for engine, unit, tp, tc in con.sql(
+                    "SELECT engine, 'line', sum(prompt_tokens) / sum(lines_reread), sum(completion_tokens) / sum(lines_reread) "
+                    "FROM pages WHERE reread_of IS NOT NULL AND status = 'ok' AND lines_reread > 0 GROUP BY 1 "
+                    "UNION ALL SELECT engine, 'page', avg(prompt_tokens), avg(completion_tokens) FROM pages "
+                    "WHERE reread_of IS NULL AND status = 'ok' AND prompt_tokens IS NOT NULL GROUP BY 1").fetchall():
+                tokens[(engine, unit)] = (tp, tc)
         finally:
             con.close()
         if n_pages:
             lines_per_page, share = n_lines / n_pages, routed / max(1, n_lines)
-            basis = f"{lines_per_page:.1f} lines a page and {share:.0%} routed, measured on {n_pages} pages of {out}"
-    rows, lines = [], pages * lines_per_page
-    for engine in stages[1:]:
+            basis = (f"{lines_per_page:.1f} lines a page and {share:.0%} routed"
+                     + (f", {page_share:.0%} of pages whole" if pages_when else "") + f", measured on {n_pages} pages of {out}")
+    else:  # a constant condition needs no sample: when=false (whole pages only), pages_when=true
+        share = {True: 1.0, False: 0.0}.get(_constant(when), share)
+        page_share = {True: 1.0, False: 0.0}.get(_constant(pages_when), page_share) if pages_when else 0.0
+        if pages_when:
+            basis += f" ({page_share:.0%} of pages whole)"
+    rows, whole = [], pages * page_share
+    lines = (pages - whole) * lines_per_page
+    for k, engine in enumerate(stages[1:]):
+        whole = whole if k == 0 else 0.0  # pages read whole by stage 2 are no later stage's
         lines *= share  # a later stage's doubtful share is taken to be the first's
         cls = get_engine(engine)
         model = getattr(cls, "default_model", "")
         price = (costs.get("models") or {}).get(model)
         if price is not None:
-            tp, tc = tokens.get(engine, DEFAULT_LINE_TOKENS)
-            usd = lines * (tp * price.get("prompt", 0) + tc * price.get("completion", 0)) / 1e6
-            why = f"{tp:.0f}+{tc:.0f} tokens a line at {model}'s price" + ("" if engine in tokens else " (assumed)")
+            usd, why = 0.0, []
+            for unit, n, default in (("page", whole, DEFAULT_PAGE_TOKENS), ("line", lines, DEFAULT_LINE_TOKENS)):
+                if n:
+                    tp, tc = tokens.get((engine, unit), default)
+                    usd += n * (tp * price.get("prompt", 0) + tc * price.get("completion", 0)) / 1e6
+                    why.append(f"{tp:.0f}+{tc:.0f} tokens a {unit}" + ("" if (engine, unit) in tokens else " (assumed)"))
+            why = f"{', '.join(why) or 'nothing sent'} at {model}'s price"
         else:  # a local engine reading crops: costed as pages, a crop at most a page
-            e = estimate(max(1, math.ceil(lines / max(1.0, lines_per_page))), engine, backend, workers, None, None, costs)
-            usd, why = e.cost_usd, f"crops costed as {e.pages:,} pages on {backend}"
-        rows.append({"engine": engine, "lines": lines, "usd": usd, "basis": why})
+            e = estimate(max(1, math.ceil(whole + lines / max(1.0, lines_per_page))), engine, backend, workers, None,
+                         None, costs)
+            usd, why = e.cost_usd, f"whole pages and crops costed as {e.pages:,} pages on {backend}"
+        rows.append({"engine": engine, "pages": whole, "lines": lines, "usd": usd, "basis": why})
     return CascadeEstimate(first, rows, lines_per_page, basis)
+
+
+def _constant(condition: str | None) -> bool | None:
+    """The value of an SQL condition that names no column ("false", "1 = 1"); None for any other."""
+    import duckdb
+
+    if not condition:
+        return None
+    con = duckdb.connect()
+    try:
+        value = con.execute(f"SELECT ({condition})::BOOLEAN").fetchall()[0][0]
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return None if value is None else bool(value)
+
+
+# A dataset's lines and pages as its first engine ($e) read them (its latest reading of each page),
+# before any later stage re-read a line or the whole page: what a new cascade would route. The
+# columns are those of best_lines and best_text, which `when` and `pages_when` are written over.
+_FIRST_PAGES = """
+    SELECT * FROM pages WHERE engine = $e AND status = 'ok' AND reread_of IS NULL
+    QUALIFY row_number() OVER (PARTITION BY page_id ORDER BY processed_at DESC, run_id DESC, batch_id DESC) = 1"""
+FIRST_LINES = f"""
+    SELECT e.page_id, e.reading_order AS line_no, e.text, e.confidence, e.engine, e.config_hash, false AS reread,
+           e.text AS base_text, e.confidence AS base_confidence, e.engine AS base_engine,
+           e.config_hash AS base_config_hash, e.x0, e.y0, e.x1, e.y1, e.polygon, e.block_id, e.vertical
+    FROM ({_FIRST_PAGES}) f JOIN elements e USING (page_id, engine, run_id, batch_id) WHERE e.level = 'line'"""
+FIRST_TEXT = f"""
+    WITH l AS (SELECT page_id, string_agg(text, chr(10) ORDER BY line_no) AS text, count(*) AS n_lines,
+                      avg(confidence) AS mean_confidence FROM ({FIRST_LINES}) GROUP BY page_id)
+    SELECT f.page_id, f.status, f.engine, f.config_hash, coalesce(l.text, f.text) AS text, [f.engine] AS engines,
+           coalesce(l.n_lines, 0) AS n_lines, 0 AS lines_reread, coalesce(l.mean_confidence, f.mean_confidence)
+           AS mean_confidence, f.error_kind, f.error, f.image_uri
+    FROM ({_FIRST_PAGES}) f LEFT JOIN l USING (page_id)"""

@@ -289,8 +289,8 @@ def standin_cascade(out: str, spec: str, config_hash: str, es: EvalSet, truth: d
     (the same `when`, and `pages_when` for the page routes), its API stage served by
     `etl.standin.AnswerKeyServer`, which answers each line crop the engine sends with the transcript
     text the crop holds (`crop_truth`, or the line as read when it holds none) and each page with
-    its transcript. Runs on a copy in `work` of this reading alone; the cascade's first stage finds it
-    done. Per page, as `oracle_cascade`: lines, lines sent (a page's lines all count when it goes
+    its transcript. Runs on a copy in `work` of this reading alone, over the pages it has (`from=`);
+    the cascade's first stage finds them done. Per page, as `oracle_cascade`: lines, lines sent (a page's lines all count when it goes
     whole), matched units alone and after; and `unanswered`, the requests the key did not know (a
     crop or page not built as here: 0 unless the measure is broken), on the set's first row."""
     import shutil
@@ -320,6 +320,7 @@ def standin_cascade(out: str, spec: str, config_hash: str, es: EvalSet, truth: d
     api_cls = get_engine("gemma")
     api = api_cls(api_cls.parse_options({"base_url": "http://127.0.0.1:9/v1"}))  # prepare() only, never asked
     answers, asked_for = {}, {}
+    truth = {pid: ref for pid, ref in truth.items() if pid in alone}
     for pid, uri in load_manifest(es.manifest).select(ID, URI).iter_rows():
         if pid not in truth:
             continue
@@ -334,8 +335,8 @@ def standin_cascade(out: str, spec: str, config_hash: str, es: EvalSet, truth: d
             answers[key] = crop_truth(normalize(line["text"] or "", norm), true_lines) or line["text"] or "."
             asked_for[key] = (pid, line["line_no"])
     when = "false" if route == "pages" else default_when(engine, es.lang, threshold)
-    with AnswerKeyServer(answers) as server:
-        summary = run_cascade([engine, "gemma"], es.manifest, str(work), when=when,
+    with AnswerKeyServer(answers) as server:  # the pages of the copy (`eval limit=` read only some)
+        summary = run_cascade([engine, "gemma"], None, str(work), from_=str(work), where="true", when=when,
                               pages_when=None if route == "lines" else doubtful_pages_below(threshold),
                               **{f"{engine}.{k}": v for k, v in opts.items()}, **{"gemma.base_url": server.base_url})
     if summary.stages[0].config_hash != config_hash:

@@ -163,6 +163,24 @@ def test_doubtful_pages_are_read_whole_and_their_new_reading_is_the_best(comic_p
     truth = truth_of(comic_pages)
     for pid in sent_whole:
         assert recall(truth[pid], con.execute("select text from best_text where page_id = ?", [pid]).fetchall()[0][0]) == 1.0
+    # `just estimate` of the same cascade on 600 such pages: a third of them whole, at the tokens a
+    # page cost here, and the other pages' doubtful lines at the tokens a line cost.
+    page_tokens = con.execute("select avg(prompt_tokens), avg(completion_tokens) from pages where engine = 'qwen' "
+                              "and reread_of is null").fetchall()[0]
+    line_tokens = con.execute("select sum(prompt_tokens) / sum(lines_reread), sum(completion_tokens) / sum(lines_reread) "
+                              "from pages where reread_of is not null").fetchall()[0]
+    lines_a_page, share = con.execute(  # on the pages not sent whole
+        "select count(*) / count(distinct page_id), avg((confidence < 0.95)::int) from elements "
+        f"where engine = 'tesseract' and level = 'line' and page_id not in ({', '.join(repr(p) for p in sent_whole)})"
+    ).fetchall()[0]
+    e = estimate_cascade(600, ["tesseract", "qwen"], "confidence < 0.95", out, pages_when=f"mean_confidence < {cut}")
+    stage = e.stages[0]
+    assert stage["pages"] == pytest.approx(200) and stage["lines"] == pytest.approx(400 * lines_a_page * share)
+    usd = (200 * (page_tokens[0] * 0.25 + page_tokens[1] * 0.75) + stage["lines"] * (line_tokens[0] * 0.25 + line_tokens[1] * 0.75)) / 1e6
+    assert stage["usd"] == pytest.approx(usd) and "reads ~200 pages whole" in e.describe()
+    # The manga recipe, every line left alone: whole pages only.
+    manga = estimate_cascade(600, ["tesseract", "qwen"], "false", out, pages_when=f"mean_confidence < {cut}")
+    assert manga.stages[0]["lines"] == 0 and manga.stages[0]["usd"] == pytest.approx(200 * (page_tokens[0] * 0.25 + page_tokens[1] * 0.75) / 1e6)
 
 
 def test_the_default_when_routes_a_confident_line_whose_words_are_no_words(tmp_path):
@@ -220,3 +238,17 @@ def test_a_page_where_the_engine_found_no_line_is_a_doubtful_page(comic_pages, f
     best = dict(con.execute("select page_id, engine from best_text").fetchall())
     assert best == {"comic": "tesseract", "blank": "qwen"}
     assert con.execute("select mean_confidence from pages where page_id = 'blank' and engine = 'tesseract'").fetchall() == [(None,)]
+
+
+def test_an_estimate_without_a_sample_says_what_it_assumed_and_reads_constant_conditions():
+    from etl.estimate import DEFAULT_PAGE_SHARE, DEFAULT_PAGE_TOKENS
+
+    manga = estimate_cascade(1000, ["ppocrv6", "qwen"], "false", pages_when="coalesce(mean_confidence, 0) < 0.92")
+    stage = manga.stages[0]
+    assert stage["pages"] == pytest.approx(1000 * DEFAULT_PAGE_SHARE) and stage["lines"] == 0
+    assert stage["usd"] == pytest.approx(200 * (DEFAULT_PAGE_TOKENS[0] * 0.25 + DEFAULT_PAGE_TOKENS[1] * 0.75) / 1e6)
+    assert "(assumed)" in manga.describe() and "20% of pages whole" in manga.describe()
+    every = estimate_cascade(1000, ["ppocrv6", "qwen"], "1 = 0", pages_when="true")
+    assert every.stages[0]["pages"] == 1000 and every.stages[0]["lines"] == 0
+    lines = estimate_cascade(1000, ["ppocrv6", "qwen"])  # no pages_when: lines only, a fifth of them
+    assert lines.stages[0]["pages"] == 0 and lines.stages[0]["lines"] == pytest.approx(1000 * 15 * 0.2)

@@ -67,6 +67,7 @@ def test_the_cascade_measured_through_the_pipeline_with_the_answer_key_stand_in(
     reading (copied apart from another reading in the same dataset), the API stage's crops and pages
     sent over HTTP to a stand-in that answers them from the transcripts."""
     from etl.evaluate import EvalSet, load_truth, oracle_cascade, run, standin_cascade
+    from etl.query import connect
 
     es = EvalSet("comics", str(comic_pages / "manifest.csv"), str(comic_pages / "truth.jsonl"))
     truth, readings = load_truth(es.truth), []
@@ -86,3 +87,10 @@ def test_the_cascade_measured_through_the_pipeline_with_the_answer_key_stand_in(
     # A threshold no line is under, and lines that read as words: nothing goes, nothing changes.
     none = standin_cascade(out, label, cfg, es, truth, 0.0, "pages", Norm(), tmp_path / "none")
     assert none["routed"].sum() == 0 and none["matched_cascade"].to_list() == none["matched_alone"].to_list()
+    # `just eval limit=2`: the cascade keeps to the pages read, it reads no other.
+    some = []
+    run([es], ["tesseract"], tmp_path / "ev2", Norm(), limit=2, readings=some)
+    label, out, _, cfg, _, _ = some[0]
+    two = standin_cascade(out, label, cfg, es, truth, 1.01, "pages", Norm(), tmp_path / "two")
+    assert two.height == 2 and two["matched_cascade"].to_list() == two["units"].to_list()
+    assert connect(str(tmp_path / "two")).execute("select count(*) from pages where engine = 'tesseract'").fetchall() == [(2,)]
