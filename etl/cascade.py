@@ -52,6 +52,20 @@ LINE_COLUMNS = ("line_no", "x0", "y0", "x1", "y1", "polygon", "block_id", "verti
 
 
 @dataclass
+class StagePlan:
+    """What a later stage is about to send (the `on_plan` event, before it sends anything): pages
+    whole, lines as crops, their estimated cost where its model has a price, and the budget left."""
+
+    stage: int  # 1 for the second engine
+    engine: str
+    pages: int
+    lines: int
+    cost_usd: float | None
+    basis: str
+    budget_left_usd: float | None
+
+
+@dataclass
 class CascadeSummary:
     stages: list[RunSummary] = field(default_factory=list)
     when: str = ""
@@ -138,12 +152,15 @@ def doubtful_pages(out: str, reading: str, pages_when: str, page_ids: pl.Series)
 def run_cascade(stages: list[str], manifest: str | None = None, out: str | None = None, *,
                 from_: str | None = None, where: str | None = None, when: str | None = None,
                 pages_when: str | None = None, max_cost_usd: float | None = None,
-                on_stage: Callable[[int, str, str], None] | None = None, **options: Any) -> CascadeSummary:
+                on_stage: Callable[[int, str, str], None] | None = None,
+                on_plan: Callable[[StagePlan], None] | None = None, **options: Any) -> CascadeSummary:
     """Read `manifest` (or `from_`/`where`) with `stages[0]`, then re-read with each later stage the
     lines `when` calls doubtful; with `pages_when`, the pages it calls doubtful are read whole
     instead (their new reading is then the page's best). `max_cost_usd` caps the API stages'
     spend together; run options (batch, workers, limit, force, callbacks...) apply to every stage,
-    engine options as `split_options` says. Rerun to resume: each stage skips what it has done."""
+    engine options as `split_options` says. `on_plan` hears, before each later stage sends anything,
+    what it will send and what that should cost (`StagePlan`). Rerun to resume: each stage skips
+    what it has done."""
     import inspect
 
     if len(stages) < 2:
@@ -174,7 +191,11 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
         return max(0.0, max_cost_usd - summary.cost_usd) if max_cost_usd is not None and priced[k] else None
 
     for k, engine in enumerate(stages[1:], start=1):
-        if pages_when and (whole := doubtful_pages(first.out, reading, pages_when, frame[ID])).height:
+        whole = doubtful_pages(first.out, reading, pages_when, frame[ID]) if pages_when else frame.head(0)
+        if on_plan:
+            on_plan(_plan(k, engine, per_stage[k], first.out, reading, when, frame[ID], whole, budget(k),
+                          bool(common.get("force"))))
+        if whole.height:
             if on_stage:
                 on_stage(k, engine, "pages")
             summary.stages.append(run_ocr(whole, engine, first.out, max_cost_usd=budget(k), **common, **per_stage[k]))
@@ -186,6 +207,43 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
                                       reread=Reread(of=reading, when=when, frame=pages, lines=lines),
                                       **common, **per_stage[k]))
     return summary
+
+
+def _plan(k: int, engine: str, raw: dict[str, Any], out: str, reading: str, when: str, page_ids: pl.Series,
+          whole: pl.DataFrame, budget_left: float | None, force: bool) -> StagePlan:
+    """Stage k's StagePlan: the pages `whole` it reads whole and still has to, and the lines `when`
+    picks (counted, not fetched) on the other pages whose lines it has not re-read yet, priced as
+    `just estimate` prices them, at the tokens a page and a line have cost in `out` so far."""
+    from engines import get_engine
+    from etl.dataset import done_page_ids
+    from etl.estimate import api_cost, measured_tokens
+    from etl.plan import config_hash
+    from etl.query import connect
+
+    cls = get_engine(engine)
+    options = cls.parse_options(raw)
+    ids = page_ids.cast(pl.String)
+    whole_ids = whole[ID].cast(pl.String)
+    if not force:  # what the stage's runs will skip, as they find it done (etl.api.run_ocr)
+        whole_ids = whole_ids.filter(~whole_ids.is_in(done_page_ids(out, engine, config_hash(engine, options, None)).implode()))
+        ids = ids.filter(~ids.is_in(done_page_ids(out, engine, config_hash(engine, options, {"of": reading, "when": when}))
+                                    .implode()))
+    ids = ids.filter(~ids.is_in(whole[ID].cast(pl.String).implode()))
+    n_lines = int(_over_reading(
+        out, reading, ids,
+        "SELECT count(*) AS n FROM (SELECT * FROM best_lines WHERE base_engine = $engine AND base_config_hash = $cfg "
+        f"AND x0 IS NOT NULL AND ({when})) JOIN _cascade_pages USING (page_id)", when, "when")["n"][0])
+    model = getattr(options, "model", None)
+    price = _model_price(model)
+    cost, basis = None, f"{engine} has no price in costs.yaml"
+    if price is not None:
+        con = connect(out)
+        try:
+            tokens = measured_tokens(con)
+        finally:
+            con.close()
+        cost, basis = api_cost(engine, model, price, whole_ids.len(), n_lines, tokens)
+    return StagePlan(k, engine, whole_ids.len(), n_lines, cost, basis, budget_left)
 
 
 def _priced(engine: str, raw: dict[str, Any]) -> bool:

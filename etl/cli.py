@@ -120,10 +120,17 @@ def _cascade(run_args: dict, engine_options: dict, callbacks: dict, progress: "R
                 else f"the lines of {stages[0]}'s reading where {when}")
         console.print(f"[bold]stage {k + 1}/{len(stages)}[/]: {engine} reads {what}")
 
+    def on_plan(plan) -> None:  # before a later stage sends anything: what it will send, what it should cost
+        progress.stop()
+        cost = "" if plan.cost_usd is None else f", about ${plan.cost_usd:,.4f} ({plan.basis})"
+        left = "" if plan.budget_left_usd is None else f"; budget left ${plan.budget_left_usd:,.4f}"
+        console.print(f"stage {plan.stage + 1}/{len(stages)}: {plan.engine} will send {plan.pages:,} pages whole "
+                      f"and {plan.lines:,} lines{cost}{left}", soft_wrap=True)
+
     result = run_cascade(stages, run_args.pop("manifest", None), run_args.pop("out", None),
                          from_=run_args.pop("from_", None), where=run_args.pop("where", None), when=when,
                          pages_when=pages_when,
-                         on_stage=on_stage, **run_args, **engine_options, **callbacks)
+                         on_stage=on_stage, on_plan=on_plan, **run_args, **engine_options, **callbacks)
     progress.stop()
     for s in result.stages:
         print_summary(s, kv)

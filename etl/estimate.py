@@ -158,12 +158,7 @@ def estimate_cascade(pages: int, stages: list[str], when: str | None = None, out
             n_pages, n_lines, routed = con.sql(
                 f"SELECT count(DISTINCT page_id), count(*), count(*) FILTER (WHERE {when or default_when(stages[0])}) "
                 f"FROM ({FIRST_LINES}){kept}", params={"e": stages[0]}).fetchall()[0]
-            for engine, unit, tp, tc in con.sql(
-                    "SELECT engine, 'line', sum(prompt_tokens) / sum(lines_reread), sum(completion_tokens) / sum(lines_reread) "
-                    "FROM pages WHERE reread_of IS NOT NULL AND status = 'ok' AND lines_reread > 0 GROUP BY 1 "
-                    "UNION ALL SELECT engine, 'page', avg(prompt_tokens), avg(completion_tokens) FROM pages "
-                    "WHERE reread_of IS NULL AND status = 'ok' AND prompt_tokens IS NOT NULL GROUP BY 1").fetchall():
-                tokens[(engine, unit)] = (tp, tc)
+            tokens = measured_tokens(con)
         finally:
             con.close()
         if n_pages:
@@ -184,19 +179,37 @@ def estimate_cascade(pages: int, stages: list[str], when: str | None = None, out
         model = getattr(cls, "default_model", "")
         price = (costs.get("models") or {}).get(model)
         if price is not None:
-            usd, why = 0.0, []
-            for unit, n, default in (("page", whole, DEFAULT_PAGE_TOKENS), ("line", lines, DEFAULT_LINE_TOKENS)):
-                if n:
-                    tp, tc = tokens.get((engine, unit), default)
-                    usd += n * (tp * price.get("prompt", 0) + tc * price.get("completion", 0)) / 1e6
-                    why.append(f"{tp:.0f}+{tc:.0f} tokens a {unit}" + ("" if (engine, unit) in tokens else " (assumed)"))
-            why = f"{', '.join(why) or 'nothing sent'} at {model}'s price"
+            usd, why = api_cost(engine, model, price, whole, lines, tokens)
         else:  # a local engine reading crops: costed as pages, a crop at most a page
             e = estimate(max(1, math.ceil(whole + lines / max(1.0, lines_per_page))), engine, backend, workers, None,
                          None, costs)
             usd, why = e.cost_usd, f"whole pages and crops costed as {e.pages:,} pages on {backend}"
         rows.append({"engine": engine, "pages": whole, "lines": lines, "usd": usd, "basis": why})
     return CascadeEstimate(first, rows, lines_per_page, basis)
+
+
+def measured_tokens(con) -> dict[tuple[str, str], tuple[float, float]]:
+    """(engine, "page" | "line") -> mean prompt and completion tokens of a page sent whole, of a line
+    re-read, in the dataset of connection `con` (API engines only: the others count none)."""
+    rows = con.sql(
+        "SELECT engine, 'line', sum(prompt_tokens) / sum(lines_reread), sum(completion_tokens) / sum(lines_reread) "
+        "FROM pages WHERE reread_of IS NOT NULL AND status = 'ok' AND lines_reread > 0 AND prompt_tokens IS NOT NULL "
+        "GROUP BY 1 UNION ALL SELECT engine, 'page', avg(prompt_tokens), avg(completion_tokens) FROM pages "
+        "WHERE reread_of IS NULL AND status = 'ok' AND prompt_tokens IS NOT NULL GROUP BY 1").fetchall()
+    return {(engine, unit): (tp, tc) for engine, unit, tp, tc in rows}
+
+
+def api_cost(engine: str, model: str, price: dict, pages: float, lines: float,
+             tokens: dict[tuple[str, str], tuple[float, float]]) -> tuple[float, str]:
+    """USD of sending `pages` whole and `lines` as crops to an API model at `price` (costs.yaml), at
+    the tokens measured (`measured_tokens`) or else assumed; and a line saying which."""
+    usd, why = 0.0, []
+    for unit, n, default in (("page", pages, DEFAULT_PAGE_TOKENS), ("line", lines, DEFAULT_LINE_TOKENS)):
+        if n:
+            tp, tc = tokens.get((engine, unit), default)
+            usd += n * (tp * price.get("prompt", 0) + tc * price.get("completion", 0)) / 1e6
+            why.append(f"{tp:.0f}+{tc:.0f} tokens a {unit}" + ("" if (engine, unit) in tokens else " (assumed)"))
+    return usd, f"{', '.join(why) or 'nothing sent'} at {model}'s price"
 
 
 def _constant(condition: str | None) -> bool | None:

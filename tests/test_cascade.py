@@ -39,8 +39,11 @@ def test_the_cascade_sends_only_doubtful_lines_and_best_text_takes_their_new_rea
                     "where engine = 'tesseract' and level = 'line'").pl()
     doubtful = lines.filter(lines["confidence"] < 0.95)
     assert 0 < doubtful.height < lines.height  # the test means something only if both kinds exist
-    # One small request per doubtful line, none for the rest, none for whole pages.
+    # One small request per doubtful line, none for the rest, none for whole pages; said before they went,
+    # priced at the tokens a line is assumed to cost (none had been sent yet).
     assert len(fake.requests) == doubtful.height and all(r["crop"] for r in fake.requests)
+    assert (f"stage 2/2: qwen will send 0 pages whole and {doubtful.height} lines, "
+            f"about ${doubtful.height * (150 * 0.25 + 15 * 0.75) / 1e6:,.4f} (150+15 tokens a line (assumed)") in done.stderr
     best = con.sql("select * from best_text order by page_id").pl()
     assert best.height == 6 and set(best["status"]) == {"ok"} and set(best["engine"]) == {"tesseract"}
     reread = con.sql("select page_id, count(*) n from best_lines where reread group by 1").pl()
@@ -58,6 +61,7 @@ def test_the_cascade_sends_only_doubtful_lines_and_best_text_takes_their_new_rea
     # Resume: a rerun sends nothing again.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and len(fake.requests) == doubtful.height, again.stdout + again.stderr
+    assert "qwen will send 0 pages whole and 0 lines" in again.stderr
     # The estimate of the same cascade on 6,000 such pages: this dataset's share of routed lines,
     # at the tokens a line cost here.
     e = estimate_cascade(6000, ["tesseract", "qwen"], when, str(out))
@@ -84,13 +88,20 @@ def test_a_budget_is_never_overspent_and_a_rerun_with_more_reads_the_pending_pag
     assert by["pending"]["n"] == stage.pending and by["pending"]["error_kind"] == "budget"
     assert abs(by["ok"]["usd"] - sent * CROP_USD) < 1e-9
     assert con.execute("select count(*) from best_text where status = 'ok'").fetchall()[0][0] == 6
-    # A higher budget continues where the first stopped: only the pending pages' lines are sent.
-    s2 = run_cascade(["tesseract", "qwen"], manifest, out, when="true", max_cost_usd=1.0, base_url=fake.base_url)
+    # A higher budget continues where the first stopped: only the pending pages' lines are sent. Before
+    # they go, the plan says how many, at the tokens a line cost in the first run, and the budget left.
+    plans = []
+    s2 = run_cascade(["tesseract", "qwen"], manifest, out, when="true", max_cost_usd=1.0, base_url=fake.base_url,
+                     on_plan=plans.append)
     assert s2.stages[0].skipped == 6 and s2.stages[1].pending == 0 and s2.stages[1].ok == stage.pending
     con = connect(out)
     left = con.execute("select count(*) from pages where engine = 'qwen' and status <> 'ok'").fetchall()[0][0]
     total_lines = con.execute("select count(*) from elements where engine = 'tesseract' and level = 'line'").fetchall()[0][0]
     assert left == 0 and len(fake.requests) == total_lines  # every line sent once, none twice
+    [plan] = plans
+    assert (plan.stage, plan.engine, plan.pages, plan.lines) == (1, "qwen", 0, total_lines - sent)
+    assert plan.cost_usd == pytest.approx((total_lines - sent) * CROP_USD) and "assumed" not in plan.basis
+    assert plan.budget_left_usd == pytest.approx(1.0)
 
 
 def test_a_budget_caps_a_whole_page_api_run_too(comic_pages, fake, tmp_path):
