@@ -41,6 +41,7 @@ USAGE = """usage:
   export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] [title=SERIES]
   manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
   estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]
+      [engine=qwen|gemma|deepseek [model=ID] [out=DATASET it has read: measures the tokens a page]]
       [cascade=A,B[,C] [when=SQL] [pages_when=SQL] [out=DATASET already read by A: measures lines a page and the
       shares routed]]"""
 
@@ -266,6 +267,7 @@ def _cost_line(s) -> str:
 
 
 def cmd_estimate(kv: dict[str, str]) -> int:
+    from engines import get_engine
     from etl.estimate import estimate
     from etl.manifest import load_manifest
 
@@ -283,8 +285,12 @@ def cmd_estimate(kv: dict[str, str]) -> int:
         stages = [e.strip() for e in kv["cascade"].split(",") if e.strip()]
         e = estimate_cascade(pages, stages, kv.get("when") or None, kv.get("out") or None, *args,
                              pages_when=kv.get("pages_when") or None)
+    elif getattr(get_engine(engine := kv.get("engine", DEFAULT_ENGINE)), "default_model", None):  # an API model
+        from etl.estimate import estimate_api
+
+        e = estimate_api(pages, engine, kv.get("model") or None, kv.get("out") or None)
     else:
-        e = estimate(pages, kv.get("engine", DEFAULT_ENGINE), *args)
+        e = estimate(pages, engine, *args)
     out_console.print(e.describe(), soft_wrap=True)
     return EXIT_OK
 

@@ -97,6 +97,46 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+@dataclass
+class ApiEstimate:
+    """A run of an API model over whole pages: what its tokens cost at costs.yaml's price."""
+
+    pages: int
+    engine: str
+    model: str
+    cost_usd: float | None
+    basis: str
+
+    def describe(self) -> str:
+        cost = f"about ${self.cost_usd:,.4f}" if self.cost_usd is not None else "no estimate"
+        return (f"{self.pages:,} pages with {self.engine} ({self.model}): {cost} ({self.basis}; the workers' own "
+                "time on the backend, waiting for the API, is not included)")
+
+
+def estimate_api(pages: int, engine: str, model: str | None = None, out: str | None = None,
+                 costs: dict | None = None) -> ApiEstimate:
+    """`pages` sent whole to an API engine's `model` (default: the engine's), at the tokens a page has
+    cost in `out` (a dataset it has read) where given, else DEFAULT_PAGE_TOKENS."""
+    from engines import get_engine
+
+    costs = costs or load_costs()
+    model = model or get_engine(engine).default_model
+    price = (costs.get("models") or {}).get(model)
+    if price is None:
+        return ApiEstimate(pages, engine, model, None, f"{model} has no price in costs.yaml `models:`")
+    tokens: dict[tuple[str, str], tuple[float, float]] = {}
+    if out:
+        from etl.query import connect
+
+        con = connect(out, on_warning=lambda w: None)
+        try:
+            tokens = measured_tokens(con)
+        finally:
+            con.close()
+    usd, why = api_cost(engine, model, price, pages, 0, tokens)
+    return ApiEstimate(pages, engine, model, usd, why + (f", measured on {out}" if (engine, "page") in tokens else ""))
+
+
 # What a cascade's estimate assumes without a sample (a dataset already read by its first engine):
 DEFAULT_LINES_PER_PAGE = 15
 DEFAULT_SHARE = 0.2  # of the lines a stage gets that it leaves doubtful for the next

@@ -189,6 +189,10 @@ def test_doubtful_pages_are_read_whole_and_their_new_reading_is_the_best(comic_p
     assert stage["pages"] == pytest.approx(200) and stage["lines"] == pytest.approx(400 * lines_a_page * share)
     usd = (200 * (page_tokens[0] * 0.25 + page_tokens[1] * 0.75) + stage["lines"] * (line_tokens[0] * 0.25 + line_tokens[1] * 0.75)) / 1e6
     assert stage["usd"] == pytest.approx(usd) and "reads ~200 pages whole" in e.describe()
+    # A plain qwen run over 100 such pages, at the tokens a page cost here.
+    from etl.estimate import estimate_api
+
+    assert estimate_api(100, "qwen", out=out).cost_usd == pytest.approx(100 * (page_tokens[0] * 0.25 + page_tokens[1] * 0.75) / 1e6)
     # The manga recipe, every line left alone: whole pages only.
     manga = estimate_cascade(600, ["tesseract", "qwen"], "false", out, pages_when=f"mean_confidence < {cut}")
     assert manga.stages[0]["lines"] == 0 and manga.stages[0]["usd"] == pytest.approx(200 * (page_tokens[0] * 0.25 + page_tokens[1] * 0.75) / 1e6)
@@ -263,3 +267,10 @@ def test_an_estimate_without_a_sample_says_what_it_assumed_and_reads_constant_co
     assert every.stages[0]["pages"] == 1000 and every.stages[0]["lines"] == 0
     lines = estimate_cascade(1000, ["ppocrv6", "qwen"])  # no pages_when: lines only, a fifth of them
     assert lines.stages[0]["pages"] == 0 and lines.stages[0]["lines"] == pytest.approx(1000 * 15 * 0.2)
+    # `just estimate engine=qwen`: an API run is priced by its tokens; a model with no price says so.
+    done = subprocess.run([sys.executable, "-m", "etl.cli", "estimate", "pages=1000", "engine=qwen"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and f"about ${1000 * (2200 * 0.25 + 400 * 0.75) / 1e6:,.4f}" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "etl.cli", "estimate", "pages=10", "engine=gemma", "model=my/own-model"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "my/own-model has no price in costs.yaml" in done.stdout
