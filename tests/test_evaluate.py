@@ -77,6 +77,8 @@ def test_the_cascade_measured_through_the_pipeline_with_the_answer_key_stand_in(
     lines = standin_cascade(out, label, cfg, es, truth, 1.01, "lines", Norm(), tmp_path / "lines")
     assert lines["lines"].sum() > 20 and lines["routed"].sum() == lines["lines"].sum()
     assert lines["unanswered"].sum() == 0
+    copy = connect(str(tmp_path / "lines"))  # this reading alone, not the other one beside it
+    assert copy.execute("select distinct config_hash from pages where reread_of is null").fetchall() == [(cfg,)]
     assert (lines["matched_cascade"] >= lines["matched_alone"]).all()
     oracle = oracle_cascade(out, engine, cfg, truth, 1.01, Norm(), lang=es.lang)
     assert lines["matched_cascade"].to_list() == oracle["matched_cascade"].to_list()
