@@ -123,16 +123,21 @@ def _over_reading(out: str, reading: str, page_ids: pl.Series, sql: str, conditi
         con.close()
 
 
+def _doubtful(when: str) -> str:
+    """The lines of the reading $engine:$cfg (with a box, to crop) whose best reading so far meets `when`."""
+    return ("SELECT * FROM best_lines WHERE base_engine = $engine AND base_config_hash = $cfg AND x0 IS NOT NULL "
+            f"AND ({when})")
+
+
 def doubtful_lines(out: str, reading: str, when: str, page_ids: pl.Series) -> tuple[pl.DataFrame, dict[str, list[dict]]]:
     """The pages and lines of `reading` ("ENGINE:CONFIG_HASH") among `page_ids` whose best reading
     so far meets `when`: (page_id/image_uri frame, page id -> lines)."""
     lines = _over_reading(
         out, reading, page_ids,
         # `when` sees best_lines' columns alone (best_text has a `text` too)
-        f"SELECT l.page_id, t.image_uri, {', '.join('l.' + c for c in LINE_COLUMNS)} FROM "
-        f"(SELECT * FROM best_lines WHERE base_engine = $engine AND base_config_hash = $cfg AND x0 IS NOT NULL "
-        f"AND ({when})) l JOIN best_text t USING (page_id) JOIN _cascade_pages USING (page_id) "
-        "ORDER BY l.page_id, l.line_no", when, "when")
+        f"SELECT l.page_id, t.image_uri, {', '.join('l.' + c for c in LINE_COLUMNS)} FROM ({_doubtful(when)}) l "
+        "JOIN best_text t USING (page_id) JOIN _cascade_pages USING (page_id) ORDER BY l.page_id, l.line_no",
+        when, "when")
     chosen: dict[str, list[dict]] = {}
     for row in lines.iter_rows(named=True):
         chosen.setdefault(str(row[ID]), []).append({c: row[c] for c in LINE_COLUMNS})
@@ -211,8 +216,8 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
 
 def _plan(k: int, engine: str, raw: dict[str, Any], out: str, reading: str, when: str, page_ids: pl.Series,
           whole: pl.DataFrame, budget_left: float | None, force: bool) -> StagePlan:
-    """Stage k's StagePlan: the pages `whole` it reads whole and still has to, and the lines `when`
-    picks (counted, not fetched) on the other pages whose lines it has not re-read yet, priced as
+    """Stage k's StagePlan: the pages `whole` it reads whole, and the lines `when` picks (counted,
+    not fetched) on the other pages whose lines it has not re-read yet, priced as
     `just estimate` prices them, at the tokens a page and a line have cost in `out` so far."""
     from engines import get_engine
     from etl.dataset import done_page_ids
@@ -220,19 +225,16 @@ def _plan(k: int, engine: str, raw: dict[str, Any], out: str, reading: str, when
     from etl.plan import config_hash
     from etl.query import connect
 
-    cls = get_engine(engine)
-    options = cls.parse_options(raw)
+    options = get_engine(engine).parse_options(raw)
+    # Pages read whole are no longer stage 1's best (doubtful_pages leaves them out); pages whose
+    # lines this stage has re-read are what its run will skip as done (etl.api.run_ocr).
     ids = page_ids.cast(pl.String)
-    whole_ids = whole[ID].cast(pl.String)
-    if not force:  # what the stage's runs will skip, as they find it done (etl.api.run_ocr)
-        whole_ids = whole_ids.filter(~whole_ids.is_in(done_page_ids(out, engine, config_hash(engine, options, None)).implode()))
-        ids = ids.filter(~ids.is_in(done_page_ids(out, engine, config_hash(engine, options, {"of": reading, "when": when}))
-                                    .implode()))
     ids = ids.filter(~ids.is_in(whole[ID].cast(pl.String).implode()))
-    n_lines = int(_over_reading(
-        out, reading, ids,
-        "SELECT count(*) AS n FROM (SELECT * FROM best_lines WHERE base_engine = $engine AND base_config_hash = $cfg "
-        f"AND x0 IS NOT NULL AND ({when})) JOIN _cascade_pages USING (page_id)", when, "when")["n"][0])
+    if not force:
+        done = done_page_ids(out, engine, config_hash(engine, options, {"of": reading, "when": when}))
+        ids = ids.filter(~ids.is_in(done.implode()))
+    n_lines = int(_over_reading(out, reading, ids, f"SELECT count(*) AS n FROM ({_doubtful(when)}) "
+                                "JOIN _cascade_pages USING (page_id)", when, "when")["n"][0])
     model = getattr(options, "model", None)
     price = _model_price(model)
     cost, basis = None, f"{engine} has no price in costs.yaml"
@@ -242,8 +244,8 @@ def _plan(k: int, engine: str, raw: dict[str, Any], out: str, reading: str, when
             tokens = measured_tokens(con)
         finally:
             con.close()
-        cost, basis = api_cost(engine, model, price, whole_ids.len(), n_lines, tokens)
-    return StagePlan(k, engine, whole_ids.len(), n_lines, cost, basis, budget_left)
+        cost, basis = api_cost(engine, model, price, whole.height, n_lines, tokens)
+    return StagePlan(k, engine, whole.height, n_lines, cost, basis, budget_left)
 
 
 def _priced(engine: str, raw: dict[str, Any]) -> bool:
