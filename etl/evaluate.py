@@ -372,9 +372,12 @@ def crop_truth(line: str, true_lines: list[str], min_score: float = 0.5) -> str 
 
     best = None
     for true in true_lines if line else ():
-        if fuzz.partial_ratio(line, true) < 50:  # cheap filter before the alignment
+        read = line
+        if CJK.search(true):  # spaces are not characters there (punctuation became them): "ま――す" is "ます"
+            true, read = true.replace(" ", ""), line.replace(" ", "")
+        if fuzz.partial_ratio(read, true) < 50:  # cheap filter before the alignment
             continue
-        dist, a, b = _closest_span(line, true)
+        dist, a, b = _closest_span(read, true)
         if best is None or dist < best[0]:
             best = (dist, true, a, b)
     if best is None or best[0] > (1 - min_score) * len(line):

@@ -54,11 +54,13 @@ def test_precision_against_all_visible_text_counts_signs_and_sound_effects_read_
 
 
 def test_the_stand_in_answers_a_crop_with_the_transcript_text_it_holds():
-    from etl.evaluate import crop_truth
+    from etl.evaluate import crop_truth, normalize
 
     bubble = ["so hold my control key to reach", "and then"]
     assert crop_truth("houd my", bubble) == "hold my"  # a line of a bubble: its span, in whole words
     assert crop_truth("ばかな事", ["ば", "そんなばかな事があるか"]) == "ばかな事"  # not a shorter line inside it
+    # spaces are not characters in Japanese (punctuation normalised to them): the span holds all the line
+    assert crop_truth("ます", [normalize("お早うございま――す！")]) == "ます"
     assert crop_truth("zzzz", bubble) is None and crop_truth("", bubble) is None
 
 
