@@ -37,6 +37,21 @@ def default_when(engine: str, lang: str | None = None, threshold: float | None =
     return f"confidence IS NOT NULL AND (confidence < {t} OR doubtful_text(text, '{lang}'))"
 
 
+# Where `just eval` finds the first engine's gap to be text never found (a missed bubble is no line
+# to re-read) and the doubtful pages to hold it (README, "Calibrated confidence"): Japanese.
+PAGE_ROUTE_LANGS = {"ja", "jpn", "japan", "jp", "jpn_vert"}
+
+
+def default_routes(engine: str, lang: str | None, when: str | None = None,
+                   pages_when: str | None = None) -> tuple[str, str | None]:
+    """The `when` and `pages_when` of a cascade given neither or one. For a first engine reading
+    Japanese, with neither: the pages under its calibrated threshold (or with no line) go whole, no
+    line alone (`when="false"`). Otherwise `when` defaults to `default_when`, `pages_when` to none."""
+    if when is None and pages_when is None and str(lang or "").strip().lower() in PAGE_ROUTE_LANGS:
+        return "false", doubtful_pages_below(CALIBRATED_THRESHOLD.get(engine, UNCALIBRATED_THRESHOLD))
+    return when or default_when(engine, lang), pages_when
+
+
 def doubtful_pages_below(threshold: float) -> str:
     """A `pages_when`: pages whose lines' mean confidence is under `threshold`, and pages where the
     engine found no line at all (NULL mean): a page read as empty is the likeliest to hold text missed."""
@@ -69,6 +84,7 @@ class StagePlan:
 class CascadeSummary:
     stages: list[RunSummary] = field(default_factory=list)
     when: str = ""
+    pages_when: str | None = None
     budget_usd: float | None = None
 
     @property
@@ -180,8 +196,8 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
     if max_cost_usd is not None and not any(priced[1:]):
         raise ConfigError("max_cost_usd caps the API stages of a cascade, and none of its later stages has a "
                           "model with a price in costs.yaml")
-    when = when or default_when(stages[0], stage_lang(stages[0], options))
-    summary = CascadeSummary(when=when, budget_usd=max_cost_usd)
+    when, pages_when = default_routes(stages[0], stage_lang(stages[0], options), when, pages_when)
+    summary = CascadeSummary(when=when, pages_when=pages_when, budget_usd=max_cost_usd)
     if on_stage:
         on_stage(0, stages[0], "pages")
     # Read and checked once: stage 1 takes the frame, the later stages its page ids.

@@ -34,7 +34,8 @@ USAGE = """usage:
       [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)] [max_cost_usd=USD]
   ocr manifest=PATH cascade=CHEAP,STRONG[,...] [when="SQL over best_lines (default: under the first engine's calibrated confidence, or doubtful_text(text, lang))"]
       [pages_when="SQL over best_text, e.g. mean_confidence < 0.9: those pages are read whole"]
-      [max_cost_usd=USD] [ENGINE.option=value]   (each later engine re-reads only the doubtful lines)
+      [max_cost_usd=USD] [ENGINE.option=value]   (each later engine re-reads only the doubtful lines;
+      with lang=ja and neither when nor pages_when: the doubtful pages whole, no line alone)
   query out=PATH (sql="..." | file=sql/NAME.sql)
   search out=PATH q="words or 日本語" [engine=NAME] [limit=10]
   embed out=PATH [engine=NAME]   (page vectors for sql/join_embeddings.sql)
@@ -42,8 +43,8 @@ USAGE = """usage:
   manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
   estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]
       [engine=qwen|gemma|deepseek [model=ID] [out=DATASET it has read: measures the tokens a page]]
-      [cascade=A,B[,C] [when=SQL] [pages_when=SQL] [out=DATASET already read by A: measures lines a page and the
-      shares routed]]"""
+      [cascade=A,B[,C] [when=SQL] [pages_when=SQL] [lang=ja] [out=DATASET already read by A: measures lines a page
+      and the shares routed]]"""
 
 console = Console(stderr=True)
 out_console = Console()
@@ -106,14 +107,13 @@ def cmd_ocr(kv: dict[str, str]) -> int:
 
 
 def _cascade(run_args: dict, engine_options: dict, callbacks: dict, progress: "RunProgress", kv: dict, shown) -> int:
-    from etl.cascade import default_when, run_cascade, stage_lang
+    from etl.cascade import default_routes, run_cascade, stage_lang
 
     stages = [e.strip() for e in run_args.pop("cascade").split(",") if e.strip()]
     if "engine" in run_args:
         raise UsageError("give engine= or cascade=, not both (the cascade's first engine reads every page)")
-    when = run_args.pop("when", None) or default_when(stages[0], stage_lang(stages[0], engine_options))
-
-    pages_when = run_args.pop("pages_when", None)
+    when, pages_when = default_routes(stages[0], stage_lang(stages[0], engine_options),
+                                      run_args.pop("when", None) or None, run_args.pop("pages_when", None) or None)
 
     def on_stage(k: int, engine: str, what: str) -> None:
         progress.stop()
@@ -280,11 +280,13 @@ def cmd_estimate(kv: dict[str, str]) -> int:
     args = (kv.get("backend", "aws_lambda"), int(kv.get("workers", 100)),
             int(kv["batch"]) if kv.get("batch") else None, int(kv["memory"]) if kv.get("memory") else None)
     if kv.get("cascade"):
+        from etl.cascade import default_routes, stage_lang
         from etl.estimate import estimate_cascade
 
         stages = [e.strip() for e in kv["cascade"].split(",") if e.strip()]
-        e = estimate_cascade(pages, stages, kv.get("when") or None, kv.get("out") or None, *args,
-                             pages_when=kv.get("pages_when") or None)
+        when, pages_when = default_routes(stages[0], stage_lang(stages[0], kv), kv.get("when") or None,
+                                          kv.get("pages_when") or None)
+        e = estimate_cascade(pages, stages, when, kv.get("out") or None, *args, pages_when=pages_when)
     elif getattr(get_engine(engine := kv.get("engine", DEFAULT_ENGINE)), "default_model", None):  # an API model
         from etl.estimate import estimate_api
 

@@ -366,34 +366,65 @@ def standin_cascade(out: str, spec: str, config_hash: str, es: EvalSet, truth: d
 def crop_truth(line: str, true_lines: list[str], min_score: float = 0.5) -> str | None:
     """The transcript text a line's crop holds, as a stand-in that reads it right would answer: the
     span of a transcript line closest to the line by edit distance (a transcript line is often a
-    whole bubble, a read line one line of it), widened to whole words outside CJK. None when no
-    span is within half the line's length of edits."""
+    whole bubble, a read line one line of it), widened to whole words outside CJK. A line that is
+    two pieces of the transcript (columns the engine read as one line, two lines of a bubble) gets
+    both spans, in its order, when that is much closer than any one span. None when no answer is
+    within half the line's length of edits."""
+    spans: dict[str, tuple[int, str] | None] = {}
+
+    def closest(piece: str) -> tuple[int, str] | None:
+        if piece not in spans:
+            spans[piece] = _closest_line_span(piece, true_lines, min_score)
+        return spans[piece]
+
+    best = closest(line) if line else None
+    if line and (best is None or best[0] >= max(2, 0.2 * len(line))):
+        cjk = bool(CJK.search(line))
+        shortest = 2 if cjk else 3  # a piece is a word at least: a letter alone is close to too much
+        cuts = range(len(line)) if cjk else [i for i, ch in enumerate(line) if ch == " "]
+        for cut in cuts:
+            left, right = line[:cut].strip(), line[cut:].strip()
+            if min(len(left), len(right)) < shortest:
+                continue
+            left, right = closest(left), closest(right)
+            if left and right and left[0] + right[0] + 2 <= (best[0] if best else len(line)):
+                best = (left[0] + right[0], ("" if cjk else " ").join((left[1], right[1])))
+    return best[1] if best else None
+
+
+def _closest_line_span(line: str, true_lines: list[str], min_score: float) -> tuple[int, str] | None:
+    """(edit distance, text) of the transcript span closest to `line` (`crop_truth`'s one-span answer)."""
     from rapidfuzz import fuzz
 
     best = None
-    for true in true_lines if line else ():
-        read = line
-        if CJK.search(true):  # spaces are not characters there (punctuation became them): "ま――す" is "ます"
-            true, read = true.replace(" ", ""), line.replace(" ", "")
-        if fuzz.partial_ratio(read, true) < 50:  # cheap filter before the alignment
+    read = line.replace(" ", "")
+    for true in true_lines if read else ():
+        # aligned without spaces: they are not characters in Japanese (punctuation became them:
+        # "ま――す" is "ます"), and a letter-spaced heading ("s e p t e m b e r") is one word read
+        kept = [i for i, ch in enumerate(true) if ch != " "]
+        bare = "".join(true[i] for i in kept)
+        if not bare or fuzz.partial_ratio(read, bare) < 50:  # cheap filter before the alignment
             continue
-        dist, a, b = _closest_span(read, true)
-        if best is None or dist < best[0]:
-            best = (dist, true, a, b)
-    if best is None or best[0] > (1 - min_score) * len(line):
+        dist, a, b = _closest_span(read, bare)
+        if b > a and (best is None or dist < best[0]):
+            best = (dist, true, kept[a], kept[b - 1] + 1)
+    if best is None or best[0] > (1 - min_score) * len(read):
         return None
-    _, true, a, b = best
-    if not CJK.search(true):
-        while a > 0 and true[a - 1] != " ":
-            a -= 1
-        while b < len(true) and true[b] != " ":
-            b += 1
-    return true[a:b].strip()
+    dist, true, a, b = best
+    if CJK.search(true):
+        return dist, true[a:b].replace(" ", "")
+    while a > 0 and true[a - 1] != " ":  # whole words
+        a -= 1
+    while b < len(true) and true[b] != " ":
+        b += 1
+    return dist, true[a:b].strip()
 
 
 def _closest_span(s: str, t: str) -> tuple[int, int, int]:
     """(edit distance, start, end) of the substring of `t` closest to `s` (semi-global alignment:
-    the whole of `s` against any span of `t`)."""
+    the whole of `s` against any span of `t`); of spans as close, the one that ends first: the
+    stand-in answers no more than the crop may hold (a dash read as "ー" at the end of a column is
+    not the next column's first character)."""
     prev = [(0, j) for j in range(len(t) + 1)]  # (distance, start of the span) per end column
     for i, ch in enumerate(s, 1):
         cur = [(i, 0)]

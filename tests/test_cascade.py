@@ -274,3 +274,30 @@ def test_an_estimate_without_a_sample_says_what_it_assumed_and_reads_constant_co
     done = subprocess.run([sys.executable, "-m", "etl.cli", "estimate", "pages=10", "engine=gemma", "model=my/own-model"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "my/own-model has no price in costs.yaml" in done.stdout
+
+
+def test_a_cascade_reading_japanese_sends_its_doubtful_pages_whole_by_default(tmp_path, monkeypatch):
+    """On manga the gap is text never found (`just eval`): with lang=ja and neither `when` nor
+    `pages_when`, the pages under the calibrated threshold, or with no line, go whole and no crop goes."""
+    from PIL import Image
+
+    from conftest import write_manga_pages
+    from etl.cascade import default_routes, default_when, doubtful_pages_below
+
+    assert default_routes("ppocrv6", "ja") == ("false", doubtful_pages_below(0.92))
+    assert default_routes("ppocrv6", "en") == (default_when("ppocrv6", "en"), None)
+    assert default_routes("ppocrv6", "ja", when="confidence < 0.5") == ("confidence < 0.5", None)  # given: kept
+    folder = tmp_path / "manga"
+    write_manga_pages(folder, [3])
+    blank = Image.new("L", (600, 800), 255)
+    blank.save(folder / "blank.png")
+    with open(folder / "manifest.csv", "a") as m:
+        m.write("blank,blank.png\n")
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-CASCADETEST-0123456789")
+    with FakeVLM({"blank": (blank, [{"text": "ばかな", "box": [10, 10, 100, 50]}])}) as fake:
+        s = run_cascade(["ppocrv6", "qwen"], str(folder / "manifest.csv"), str(tmp_path / "ds"), lang="ja",
+                        base_url=fake.base_url)
+    assert s.all_ok and s.when == "false" and s.pages_when == doubtful_pages_below(0.92)
+    assert len(fake.requests) == 1 and not fake.requests[0].get("crop")
+    con = connect(str(tmp_path / "ds"))
+    assert dict(con.execute("select page_id, engine from best_text").fetchall()) == {"manga-0": "ppocrv6", "blank": "qwen"}

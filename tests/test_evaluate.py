@@ -61,6 +61,12 @@ def test_the_stand_in_answers_a_crop_with_the_transcript_text_it_holds():
     assert crop_truth("ばかな事", ["ば", "そんなばかな事があるか"]) == "ばかな事"  # not a shorter line inside it
     # spaces are not characters in Japanese (punctuation normalised to them): the span holds all the line
     assert crop_truth("ます", [normalize("お早うございま――す！")]) == "ます"
+    # a line that is two pieces of the transcript (two columns read as one line, two lines of a bubble): both
+    assert crop_truth("he moped she sighed she cause of her sad", ["he moped she sighed", "the cause of her sadness"]) \
+        == "he moped she sighed the cause of her sadness"
+    assert crop_truth("baaa baaaa", ["baaa", "baaa", "baaaa"]) == "baaa baaaa"
+    # a letter-spaced heading, transcribed letter by letter, is one word read
+    assert crop_truth("september 1993", ["d a t e l i n e", "s e p t e m b e r 1 9 9 3"]) == "s e p t e m b e r 1 9 9 3"
     assert crop_truth("zzzz", bubble) is None and crop_truth("", bubble) is None
 
 
