@@ -368,16 +368,16 @@ def crop_truth(line: str, true_lines: list[str], min_score: float = 0.5) -> str 
     span of a transcript line closest to the line by edit distance (a transcript line is often a
     whole bubble, a read line one line of it), widened to whole words outside CJK. A line that is
     two pieces of the transcript (columns the engine read as one line, two lines of a bubble) gets
-    both spans, in its order, when that is much closer than any one span. None when no answer is
-    within half the line's length of edits."""
+    both spans, in its order, when that is much closer than any one span (each piece within a
+    quarter of its length of edits). None when no answer is within half the line's length of edits."""
     spans: dict[str, tuple[int, str] | None] = {}
 
-    def closest(piece: str) -> tuple[int, str] | None:
-        if piece not in spans:
-            spans[piece] = _closest_line_span(piece, true_lines, min_score)
-        return spans[piece]
+    def piece(text: str) -> tuple[int, str] | None:  # held to a quarter: a short piece is close to too much
+        if text not in spans:
+            spans[text] = _closest_line_span(text, true_lines, max(min_score, 0.75))
+        return spans[text]
 
-    best = closest(line) if line else None
+    best = _closest_line_span(line, true_lines, min_score) if line else None
     if line and (best is None or best[0] >= max(2, 0.2 * len(line))):
         cjk = bool(CJK.search(line))
         shortest = 2 if cjk else 3  # a piece is a word at least: a letter alone is close to too much
@@ -386,7 +386,7 @@ def crop_truth(line: str, true_lines: list[str], min_score: float = 0.5) -> str 
             left, right = line[:cut].strip(), line[cut:].strip()
             if min(len(left), len(right)) < shortest:
                 continue
-            left, right = closest(left), closest(right)
+            left, right = piece(left), piece(right)
             if left and right and left[0] + right[0] + 2 <= (best[0] if best else len(line)):
                 best = (left[0] + right[0], ("" if cjk else " ").join((left[1], right[1])))
     return best[1] if best else None
