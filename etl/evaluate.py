@@ -370,12 +370,8 @@ def crop_truth(line: str, true_lines: list[str], min_score: float = 0.5) -> str 
     two pieces of the transcript (columns the engine read as one line, two lines of a bubble) gets
     both spans, in its order, when that is much closer than any one span (each piece within a
     quarter of its length of edits). None when no answer is within half the line's length of edits."""
-    spans: dict[str, tuple[int, str] | None] = {}
-
     def piece(text: str) -> tuple[int, str] | None:  # held to a quarter: a short piece is close to too much
-        if text not in spans:
-            spans[text] = _closest_line_span(text, true_lines, max(min_score, 0.75))
-        return spans[text]
+        return _closest_line_span(text, true_lines, max(min_score, 0.75))
 
     best = _closest_line_span(line, true_lines, min_score) if line else None
     if line and (best is None or best[0] >= max(2, 0.2 * len(line))):
