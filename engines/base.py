@@ -201,12 +201,19 @@ def hashed_as_rtl_flag(options: Any) -> dict[str, Any]:
     return {**view, "rtl": options.rtl}
 
 
+# Options added after datasets were made with an engine, and their defaults: at its default such an
+# option hashes as before it existed, so a dataset made before resumes without reading its pages
+# again (its rows' engine_version says how each was read); any other value hashes apart.
+ADDED_OPTIONS = {"mend": True}
+
+
 def hash_view(options: Any) -> dict[str, Any]:
     """What a config hash is made of: the options, or the view an Options class gives of itself
     (`hash_view()`) so that renamed options hash as their old names did, and datasets made before
-    a rename resume without reading their pages again."""
+    a rename resume without reading their pages again; less `ADDED_OPTIONS` at their defaults."""
     own = getattr(options, "hash_view", None)
-    return own() if own else dataclasses.asdict(options)
+    view = own() if own else dataclasses.asdict(options)
+    return {k: v for k, v in view.items() if k not in ADDED_OPTIONS or v != ADDED_OPTIONS[k]}
 
 
 def parse_dataclass(cls: type, raw: dict[str, Any], what: str) -> Any:

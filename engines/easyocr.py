@@ -22,6 +22,7 @@ from PIL import Image
 
 from engines.base import Engine, check_reading, reads_rtl
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
+from engines.words import load_words, mend_lines, version_note
 from engines.models import MODEL_SETS, candidates, locate
 from engines.contract import ConfigError, EngineError
 from engines.contract import PageResult
@@ -44,6 +45,7 @@ class EasyOcrOptions:
     decoder: str = "greedy"  # greedy | beamsearch | wordbeamsearch
     model_dir: str | None = None  # a folder with craft_mlt_25k.pth and the recogniser's .pth
     reading: str = "auto"  # auto (rtl for Japanese) | ltr | rtl: the order of blocks side by side
+    mend: bool = True  # split words run together, mend digits read for letters (engines.words)
     threads: int = 1
 
     def __post_init__(self):
@@ -149,6 +151,8 @@ class EasyOcrEngine(Engine):
 
     def __init__(self, options: EasyOcrOptions):
         super().__init__(options)
+        if options.mend:  # the word list loads with the model: part of the batch's cold start
+            load_words(options.lang)
         folder, _, self._recogniser = self.weights(options)
         import torch
 
@@ -169,7 +173,8 @@ class EasyOcrEngine(Engine):
 
     def version(self) -> str:
         device = "cpu (gpu=true: no CUDA device)" if self._fallback else self.device
-        return f"easyocr {dist_version('easyocr')} (craft_mlt_25k, {self._recogniser.removesuffix('.pth')}; {device})"
+        mended = version_note(self.options.lang, self.options.mend)
+        return f"easyocr {dist_version('easyocr')} (craft_mlt_25k, {self._recogniser.removesuffix('.pth')}{mended}; {device})"
 
     def read(self, image: Image.Image) -> PageResult:
         o = self.options
@@ -188,6 +193,7 @@ class EasyOcrEngine(Engine):
             pts = [(float(x), float(y)) for x, y in quad]
             box = Box.around(pts)
             lines.append(Line(text.strip(), float(conf), box, pts, vertical=is_vertical(box, text)))
+        lines = mend_lines(lines, o.lang) if o.mend else lines
         return assemble_in_reading_order(lines, o.rtl, joiner="" if set(o.langs) & CJK else " ")
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from PIL import Image
 
 from engines.base import Engine, check_reading, reads_rtl
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
+from engines.words import load_words, mend_lines, version_note
 from engines.models import locate
 from engines.contract import ConfigError, EngineError
 from engines.contract import PageResult
@@ -50,6 +51,7 @@ class PaddleOcrOptions:
     model_dir: str | None = None  # a folder with PP-OCRv5_mobile_det/ and PP-OCRv5_mobile_rec/
     reading: str = "auto"  # auto (rtl for Japanese) | ltr | rtl
     words: bool = True  # word boxes (Latin lines)
+    mend: bool = True  # split words run together, mend digits read for letters (engines.words)
     threads: int = 1
 
     def __post_init__(self):
@@ -101,6 +103,8 @@ class PaddleOcrEngine(Engine):
 
     def __init__(self, options: PaddleOcrOptions):
         super().__init__(options)
+        if options.mend:  # the word list loads with the model: part of the batch's cold start
+            load_words(options.lang)
         folder = locate("paddleocr", options.model_dir)
         # Before PaddleX is imported: no model-hub probe, and its cache off `~`.
         os.environ["PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK"] = "True"
@@ -129,7 +133,8 @@ class PaddleOcrEngine(Engine):
 
     def version(self) -> str:
         device = "cpu (gpu=true: no CUDA device)" if self._fallback else self.device
-        return f"paddleocr {dist_version('paddleocr')} / paddlepaddle {dist_version('paddlepaddle')} ({DET}, {REC}; {device})"
+        mended = version_note(self.options.lang, self.options.mend)
+        return f"paddleocr {dist_version('paddleocr')} / paddlepaddle {dist_version('paddlepaddle')} ({DET}, {REC}{mended}; {device})"
 
     def read(self, image: Image.Image) -> PageResult:
         o = self.options
@@ -151,6 +156,7 @@ class PaddleOcrEngine(Engine):
                     if token.strip():
                         words.append((token.strip(), None, Box.around(np.asarray(quad, dtype=float))))
             lines.append(Line(text.strip(), float(score), box, pts, words, vertical))
+        lines = mend_lines(lines, o.lang) if o.mend else lines
         return assemble_in_reading_order(lines, o.rtl, joiner="" if o.script in CJK_SCRIPTS else " ")
 
     def close(self) -> None:

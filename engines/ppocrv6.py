@@ -28,6 +28,7 @@ from PIL import Image
 
 from engines.base import Engine, check_reading, reads_rtl
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
+from engines.words import load_words, mend_lines, version_note
 from engines.contract import ConfigError, EngineError, PageError
 from engines.contract import PageResult
 
@@ -79,6 +80,7 @@ class PpOcrV6Options:
     vertical: bool | None = None  # columns read top to bottom (default: on for ja and zh)
     reading: str = "auto"  # auto (rtl for Japanese) | ltr | rtl: the order of blocks side by side
     words: bool = True  # word boxes and scores (Latin lines)
+    mend: bool = True  # split words run together, mend digits read for letters (engines.words)
     gpu: bool = False  # ONNX Runtime's CUDA provider when onnxruntime-gpu is installed; the CPU otherwise
     threads: int = 1  # ONNX Runtime intra-op threads: one process per core is faster than threads
 
@@ -139,6 +141,8 @@ class PpOcrV6Engine(Engine):
 
     def __init__(self, options: PpOcrV6Options):
         super().__init__(options)
+        if options.mend:  # the word list loads with the model: part of the batch's cold start
+            load_words(options.lang)
         import onnxruntime as ort
         from rapidocr import RapidOCR
 
@@ -171,7 +175,8 @@ class PpOcrV6Engine(Engine):
     def version(self) -> str:
         device = "cuda" if self.cuda else ("cpu (gpu=true: no CUDA provider)" if self.options.gpu else "cpu")
         return (f"PP-OCRv6 small det+rec, PP-OCR cls v2.0 (rapidocr {dist_version('rapidocr')}, "
-                f"onnxruntime {dist_version('onnxruntime-gpu' if self.cuda else 'onnxruntime')}; {device})")
+                f"onnxruntime {dist_version('onnxruntime-gpu' if self.cuda else 'onnxruntime')}"
+                f"{version_note(self.options.lang, self.options.mend)}; {device})")
 
     def read(self, image: Image.Image) -> PageResult:
         from rapidocr.ch_ppocr_rec import TextRecInput
@@ -211,6 +216,7 @@ class PpOcrV6Engine(Engine):
             box = Box.around(pts)
             vertical = columns and is_vertical(box, text)
             lines.append(Line(text, float(rec.scores[i]), box, pts, words_of[i] if words_of and not vertical else [], vertical))
+        lines = mend_lines(lines, lang) if o.mend else lines
         return assemble_in_reading_order(lines, o.is_rtl(lang), joiner="" if lang in CJK else " ")
 
     def _retry_weak(self, crops: list[np.ndarray], rec, turned: list[bool]):

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from engines.base import Engine, check_reading, hashed_as_rtl_flag, old_rtl_flag, reads_rtl
 from engines.layout import Box, Line, assemble, reading_sequence, union_all
+from engines.words import load_words, mend_lines, version_note
 from engines.contract import ConfigError, EngineError, PageTimeout
 from engines.contract import PageResult
 
@@ -64,6 +65,7 @@ class TesseractOptions:
     det_box_thresh: float = 0.5
     threads: int = 1  # OMP_THREAD_LIMIT / ONNX threads: one process per core is faster
     reading: str = "auto"  # auto (rtl for Japanese) | ltr | rtl: the order of blocks side by side
+    mend: bool = True  # split words run together, mend digits read for letters (engines.words)
 
     def __post_init__(self):
         self.lang = "+".join(LANG_ALIASES.get(p.strip().lower(), p.strip()) for p in self.lang.split("+") if p.strip())
@@ -123,6 +125,8 @@ class TesseractEngine(Engine):
 
     def __init__(self, options: TesseractOptions):
         super().__init__(options)
+        if options.mend:  # the word list loads with the model: part of the batch's cold start
+            load_words(options.lang)
         os.environ["OMP_THREAD_LIMIT"] = str(options.threads)
         self._tess_version = tesseract_version()
         self._detector = None
@@ -132,7 +136,7 @@ class TesseractEngine(Engine):
             self._detector = TextDetector(side=options.det_side, box_thresh=options.det_box_thresh, threads=options.threads)
 
     def version(self) -> str:
-        v = f"tesseract {self._tess_version}"
+        v = f"tesseract {self._tess_version}{version_note(self.options.lang, self.options.mend)}"
         return f"{v}; {self._detector.version}" if self._detector else v
 
     def _config(self, default_psm: int) -> str:
@@ -185,7 +189,7 @@ class TesseractEngine(Engine):
                 for i in idx
             ]
             groups.append((key[0], words, None))
-        return _assemble(groups)
+        return _assemble(groups, self.options.lang if self.options.mend else None)
 
     # -- layout=regions: detect lines, read them stacked --------------------------------
     def _read_regions(self, image: Image.Image) -> PageResult:
@@ -196,7 +200,7 @@ class TesseractEngine(Engine):
         gray = image.convert("L")
         words_per_line = self._read_lines(gray, [quads[li] for _, li in line_seq])
         groups = [(bi, words, quads[li]) for (bi, li), words in zip(line_seq, words_per_line)]
-        return _assemble(groups)
+        return _assemble(groups, self.options.lang if self.options.mend else None)
 
     def _read_lines(self, gray: Image.Image, quads: list[np.ndarray]) -> list[list[tuple[str, float, Box]]]:
         """Read each quad's crop; return its words (text, conf 0-1, page box)."""
@@ -275,8 +279,10 @@ def _crop(gray: Image.Image, quad: np.ndarray, line_height: int) -> tuple[Image.
     return crop, (x0 - pad / scale, y0 - pad / scale), scale
 
 
-def _assemble(groups: list[tuple[int, list[tuple[str, float, Box]], np.ndarray | None]]) -> PageResult:
-    """(block key, words, quad) per line, in reading order -> elements and page text."""
+def _assemble(groups: list[tuple[int, list[tuple[str, float, Box]], np.ndarray | None]],
+              mend_lang: str | None) -> PageResult:
+    """(block key, words, quad) per line, in reading order -> elements and page text; words mended
+    (`engines.words`) in `mend_lang`'s word list (None: as read)."""
     lines = []
     for key, words, quad in groups:
         if not words:
@@ -287,4 +293,6 @@ def _assemble(groups: list[tuple[int, list[tuple[str, float, Box]], np.ndarray |
             polygon = [(float(x), float(y)) for x, y in quad]
         lines.append((key, Line(" ".join(w for w, _, _ in words), float(np.mean([c for _, c, _ in words])), box,
                                 polygon, words)))
+    if mend_lang is not None:
+        lines = list(zip([k for k, _ in lines], mend_lines([ln for _, ln in lines], mend_lang)))
     return assemble(lines)

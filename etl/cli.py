@@ -178,7 +178,8 @@ class RunProgress:
         self.bar.update(self.task, advance=len(result.pages), status=status)
         if not self.live:
             left = (self.total - done) / rate if rate and done < self.total else 0.0
-            console.print(f"batch {result.batch_id}: {len(result.pages)} pages; {done}/{self.total} done, {status}, "
+            n = len(result.pages)
+            console.print(f"batch {result.batch_id}: {n} page{'s' if n != 1 else ''}; {done}/{self.total} done, {status}, "
                           f"{elapsed:.0f} s, about {left:.0f} s left", soft_wrap=True, highlight=False)
 
     def stop(self) -> None:

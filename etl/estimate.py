@@ -41,7 +41,8 @@ class Estimate:
         return f"about {_duration(self.wall_s)} and ${self.cost_usd:,.2f}"
 
     def describe(self) -> str:
-        return (f"{self.pages:,} pages with {self.engine} on {self.backend}: {self.calls:,} calls of {self.batch} pages, "
+        per_call = f"{self.batch} page{'s' if self.batch != 1 else ''}"
+        return (f"{self.pages:,} pages with {self.engine} on {self.backend}: {self.calls:,} calls of {per_call}, "
                 f"{self.workers} workers at {self.memory_mb} MB -> about {_duration(self.wall_s)} and ${self.cost_usd:,.2f} "
                 f"({self.seconds_per_page:.1f} s/page; {self.basis})")
 

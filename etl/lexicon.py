@@ -15,41 +15,17 @@ It is registered as the SQL function `doubtful_text(text, lang)` in every connec
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
-# pyspellchecker's word lists, by the language codes a user gives (ISO 639-1 and Tesseract's).
-LEXICONS = {"en": "en", "eng": "en", "de": "de", "deu": "de", "fr": "fr", "fra": "fr", "es": "es", "spa": "es",
-            "it": "it", "ita": "it", "pt": "pt", "por": "pt", "nl": "nl", "nld": "nl"}
+from engines.words import KANA_CJK, LATIN, lexicon
+from engines.words import langs as _langs
+
 # Languages written in Greek or Cyrillic: their letters are no sign of a misreading there.
 GREEK_CYRILLIC_LANGS = {"el", "ell", "ru", "rus", "uk", "ukr", "bg", "bul", "sr", "srp", "mk", "mkd", "be", "bel"}
-DEFAULT_LANG = "en"  # for lang=auto (and unset): English, the Latin-script language most comics are read in
 
-_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_KANA_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
 _GREEK_CYRILLIC = re.compile(r"[\u0370-\u03ff\u0400-\u04ff]")
 # A letter then a digit: "S0", "L1KE", "B4" (digits then letters, "10PM", "3RD", "80S", are common).
 _LETTER_DIGIT = re.compile(r"[^\W\d_]\d")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
-
-
-def _langs(lang: str | None) -> list[str]:
-    """The language codes of a `lang` option: Tesseract's "eng+jpn" is two; unset or auto is English."""
-    codes = [c for c in (lang or "auto").lower().split("+") if c]
-    return [DEFAULT_LANG if c == "auto" else c for c in codes] or [DEFAULT_LANG]
-
-
-@lru_cache(maxsize=None)
-def lexicon(lang: str | None) -> frozenset[str] | None:
-    """The lowercase words of `lang`'s first language (None where no word list ships for it)."""
-    code = LEXICONS.get(_langs(lang)[0])
-    return None if code is None else _words(code)
-
-
-@lru_cache(maxsize=None)
-def _words(code: str) -> frozenset[str]:  # one copy of a list, whichever spelling named it
-    from spellchecker import SpellChecker
-
-    return frozenset(SpellChecker(language=code).word_frequency.dictionary)
 
 
 def doubtful_text(text: str | None, lang: str | None = "auto") -> bool:
@@ -59,7 +35,7 @@ def doubtful_text(text: str | None, lang: str | None = "auto") -> bool:
     if _GREEK_CYRILLIC.search(text) and not GREEK_CYRILLIC_LANGS.intersection(_langs(lang)):
         # a Greek "ρ" for a "p", a Cyrillic "И" for an "N"
         return True
-    if _KANA_CJK.search(text) or not _LATIN.search(text):  # Japanese, Chinese, digits: nothing more to check
+    if KANA_CJK.search(text) or not LATIN.search(text):  # Japanese, Chinese, digits: nothing more to check
         return False
     if _LETTER_DIGIT.search(text):
         return True
