@@ -187,9 +187,12 @@ def mend_lines(lines: list, lang: str | None) -> list:
         text = mender.mend(line.text)
         words = []
         for (word, conf, box), parts in zip(line.words, mender.mend_words([w for w, _, _ in line.words])):
+            if len(parts) == 1:
+                words.append((parts[0], conf, box))
+                continue
             x, width = box.x0, box.x1 - box.x0
             for part in parts:
-                share = width * len(part) / len(word) if len(parts) > 1 else width
+                share = width * len(part) / len(word)
                 words.append((part, conf, replace(box, x0=x, x1=x + share)))
                 x += share
         out.append(replace(line, text=text, words=words) if text != line.text or words != line.words else line)
