@@ -13,9 +13,13 @@ default:
 setup:
     bash scripts/setup.sh
 
-# OCR a manifest into a dataset: manifest=PATH [engine=ppocrv6] [out=out] [batch=] [workers=] [lang=] [limit=] [force=true] [max_cost_usd=] | cascade=tesseract,qwen [when=] [pages_when=]
+# OCR pages into a dataset: manifest=PATH [engine=ppocrv6] [out=out] ... | cascade=A,B (`just ocr help`: every option)
 ocr *args:
     @{{python}} -m etl.cli ocr "$@"
+
+# every method and its options (type, default, help): [engine=NAME]
+engines *args:
+    @{{python}} -m etl.cli engines "$@"
 
 # SQL over a dataset's views: out=PATH sql="select ..." | file=sql/NAME.sql
 query *args:
@@ -55,7 +59,7 @@ models *args:
 
 # regenerate the examples' generated manga page (the real pages and their transcripts stay as they are)
 examples:
-    @{{python}} -m etl.synthetic examples
+    @{{python}} -m tools.synthetic examples
 
 # the whole test suite
 test *args:
@@ -63,8 +67,8 @@ test *args:
 
 # accuracy against transcripts: [sets=../shared/eval] [manifest=M truth=T] [generated=N] [engine=tesseract,tesseract:layout=page] [out=eval-out] [standin=ppocrv6|none]
 eval *args:
-    @{{python}} -m etl.evaluate "$@"
+    @{{python}} -m tools.evaluate "$@"
 
 # measure speed and write BENCHMARKS.md: [pages=N] [workers=W]
 bench *args:
-    @{{python}} -m etl.bench "$@"
+    @{{python}} -m tools.bench "$@"

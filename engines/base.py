@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import typing
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from PIL import Image
 
+from engines.args import parse_bool, parse_dataclass
 from engines.contract import ConfigError, Element, PageResult
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,8 @@ class Engine(ABC):
     Options: ClassVar[type]
     # The most pages one call holds: bounds a worker's memory (models grow over a batch).
     max_batch_size: ClassVar[int] = 16
-    # Seconds to create the engine in a fresh process (imports included) and seconds per
-    # page, one core, measured here (BENCHMARKS.md). They size batches
-    # (etl.plan.choose_batch_size): a rough figure will do.
-    load_seconds: ClassVar[float] = 1.0
-    page_seconds: ClassVar[float] = 2.0
+    # An API model the engine sends pages to when its options name none (None: a local engine).
+    default_model: ClassVar[str | None] = None
 
     # Options renamed so that a name means the same in every engine: old name -> (new name,
     # old value -> new value). The old name still works and says what to write instead.
@@ -77,13 +74,23 @@ class Engine(ABC):
         """
 
     @classmethod
-    def cost_hint(cls, options: Any, preloaded: bool = False) -> tuple[float, float]:
-        """(load seconds, seconds per page) for these options; a page's share when pages overlap.
+    def cost_entry(cls, options: Any) -> str:
+        """The costs.yaml `engines:` entry whose measured timings (load, seconds per page, imports)
+        hold for these options; the core reads them there (etl.cost.prices), the engine holds none.
+        Runs on the client."""
+        return cls.name
 
-        `preloaded`: the call runs where `preload_modules` are already imported (a localhost
-        runner), so their import time is not part of the load.
-        """
-        return cls.load_seconds, cls.page_seconds
+    @classmethod
+    def concurrency(cls, options: Any) -> int:
+        """Pages a worker reads at once with these options (API requests in flight); 1 for a local
+        model. The worker overlaps that many pages; the planner keeps batches at least that large."""
+        return 1
+
+    @classmethod
+    def model(cls, options: Any = None) -> str | None:
+        """The API model these options send to (the engine's default when `options` is None or names
+        none); None for a local engine. The core prices its tokens from costs.yaml `models:`."""
+        return cls.default_model
 
     @classmethod
     def preload_modules(cls, options: Any) -> tuple[str, ...]:
@@ -164,19 +171,6 @@ def get_engine(name: str) -> type[Engine]:
         ) from None
 
 
-def parse_kv(args: list[str]) -> dict[str, str]:
-    """`key=value` arguments (every command's, and engine specs' options) -> a dict. Keys lose
-    leading dashes and have "-" read as "_"; a value may hold "=". ConfigError for anything else."""
-    kv = {}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"expected key=value, got {arg!r}")
-        kv[key] = value
-    return kv
-
-
 READINGS = ("auto", "ltr", "rtl")  # the order of blocks side by side; auto: right to left for Japanese
 
 
@@ -191,7 +185,7 @@ def reads_rtl(reading: str, japanese: bool) -> bool:
 
 def old_rtl_flag(value: Any) -> str:
     """`rtl=true|false` (the old option) as `reading=`: false meant "right to left for Japanese only"."""
-    return "rtl" if _convert(value, bool) else "auto"
+    return "rtl" if parse_bool(value) else "auto"
 
 
 def hashed_as_rtl_flag(options: Any) -> dict[str, Any]:
@@ -214,39 +208,3 @@ def hash_view(options: Any) -> dict[str, Any]:
     own = getattr(options, "hash_view", None)
     view = own() if own else dataclasses.asdict(options)
     return {k: v for k, v in view.items() if k not in ADDED_OPTIONS or v != ADDED_OPTIONS[k]}
-
-
-def parse_dataclass(cls: type, raw: dict[str, Any], what: str) -> Any:
-    """Build dataclass `cls` from raw values, converting strings by field type."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"{what}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in raw.items():
-        if value is None:
-            continue
-        try:
-            values[key] = _convert(value, hints[key])
-        except (TypeError, ValueError):
-            raise ConfigError(f"{what}: option {key}={value!r} is not a valid {hints[key]}") from None
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what}: {exc}") from None
-
-
-def _convert(value: Any, hint: Any) -> Any:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    target = args[0] if args else hint
-    if not isinstance(value, str) or target is str:
-        return value
-    if target is bool:
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(value)
-    return target(value)

@@ -118,9 +118,8 @@ def recogniser_file(langs: list[str]) -> str:
 class EasyOcrEngine(Engine):
     name = "easyocr"
     Options = EasyOcrOptions
-    # Cold start: PyTorch import + Reader (it re-hashes ~98 MB of weights); then the
-    # detector at canvas 1280 on one core. Measured here (BENCHMARKS.md).
-    load_seconds, page_seconds = 7.6, 21.0
+    # Cold start (PyTorch import, a Reader that re-hashes ~98 MB of weights) and seconds per
+    # page (the detector at canvas 1280 on one core): costs.yaml.
     max_batch_size = 16  # EasyOCR's memory grows over a run (upstream issue): a fresh process each batch
 
     @classmethod

@@ -10,11 +10,11 @@ a row (blocks side by side), left to right, or right to left for manga (`rtl=Tru
 
 from __future__ import annotations
 
-import re
 
 from dataclasses import dataclass, field
 
 from engines.contract import Element, PageResult
+from engines.lang import KANA_ONLY
 
 
 @dataclass
@@ -200,7 +200,6 @@ def assemble_in_reading_order(lines: list[Line], rtl: bool, joiner: str = " ") -
     return result
 
 
-KANA_ONLY = re.compile(r"^[\u3041-\u309f\u30a0-\u30ffー・]+$")
 
 
 def split_furigana(lines: list[Line]) -> tuple[list[Line], list[tuple[Line, Line]]]:

@@ -198,13 +198,19 @@ def provision(target: Path, engines: list[str]) -> dict:
     return record
 
 
+KEYS = {"dir", "engines", "verify"}  # what `just models` takes
+
+
 def main(argv: list[str]) -> int:
-    from engines.base import parse_kv
+    from engines.args import parse_bool, parse_kv
 
     try:
         args = parse_kv(argv)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if unknown := sorted(set(args) - KEYS):
+        print(f"error: models: unknown key(s) {', '.join(unknown)}; it takes {', '.join(sorted(KEYS))}", file=sys.stderr)
         return 2
     target = Path(args.get("dir", "models"))
     engines = [e for e in args.get("engines", ",".join(MODEL_SETS)).split(",") if e]
@@ -213,7 +219,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown engine(s) {', '.join(unknown)}; with weights: {', '.join(MODEL_SETS)}", file=sys.stderr)
         return 2
     try:
-        if args.get("verify", "false").lower() in ("1", "true", "yes"):
+        if parse_bool(args.get("verify", "false")):
             problems = [p for e in engines for p in verify(e, target / e)]
             for p in problems:
                 print(p, file=sys.stderr)

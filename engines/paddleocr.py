@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from engines.base import Engine, check_reading, reads_rtl
+from engines.lang import WITHOUT_SPACES
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
 from engines.words import load_words, mend_lines, version_note
 from engines.models import locate
@@ -36,7 +37,7 @@ LATIN = {"en", "fr", "de", "es", "it", "pt", "nl", "ca", "da", "sv", "no", "nb",
          "gl", "la", "oc", "af", "id", "ms", "tl", "sw", "latin"}
 LANGS = {"zh": "zh", "ch": "zh", "chinese_cht": "zh", "zh-hant": "zh", "ja": "ja", "japan": "ja", "jp": "ja",
          **{code: "latin" for code in LATIN}}
-CJK_SCRIPTS = {"zh", "ja"}
+CJK_SCRIPTS = WITHOUT_SPACES
 
 
 @dataclass
@@ -85,9 +86,7 @@ class PaddleOcrEngine(Engine):
     Options = PaddleOcrOptions
     # det_side is the shorter side in ppocrv6 and tesseract; here it was the longest.
     RENAMED = {"det_side": ("det_max_side", lambda v: v)}
-    # Cold start: Paddle + PaddleX imports and two model loads; then ~1 s a page at side 960
-    # on one core. Measured here (BENCHMARKS.md).
-    load_seconds, page_seconds = 9.5, 1.45
+    # Cold start (Paddle + PaddleX imports, two model loads) and seconds per page: costs.yaml.
     # Memory grows as it reads (PaddleOCR#15631; ~17 MB a page here, BENCHMARKS.md): every call
     # is a fresh process, so 16 pages bound a worker at ~1.6 GB.
     max_batch_size = 16

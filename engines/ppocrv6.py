@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from engines.base import Engine, check_reading, reads_rtl
+from engines.lang import KANA_CHAR, WITHOUT_SPACES, is_cjk, iso
 from engines.layout import Box, Line, assemble_in_reading_order, is_vertical
 from engines.words import load_words, mend_lines, version_note
 from engines.contract import ConfigError, EngineError, PageError
@@ -35,9 +36,7 @@ from engines.contract import PageResult
 log = logging.getLogger(__name__)
 
 MODELS = {"Det": "PP-OCRv6_det_small.onnx", "Rec": "PP-OCRv6_rec_small.onnx", "Cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx"}
-CJK = {"ja", "zh"}
-LANG_ALIASES = {"japan": "ja", "jp": "ja", "jpn": "ja", "ch": "zh", "chinese": "zh", "zh-cn": "zh", "zh_cn": "zh",
-                "chi_sim": "zh", "eng": "en"}
+CJK = WITHOUT_SPACES  # the languages read as vertical pages and joined without spaces
 
 
 def model_folder() -> Path:
@@ -60,7 +59,7 @@ def supported_langs() -> set[str]:
         langs = {str(x) for x in doc["onnxruntime"]["PP-OCRv6"]["rec"]["small"][0]["supported_langs"]}
     except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
         langs = {"ch", "en", "japan"}
-    return {LANG_ALIASES.get(x, x) for x in langs}
+    return {iso(x) for x in langs}
 
 
 @dataclass
@@ -85,7 +84,7 @@ class PpOcrV6Options:
     threads: int = 1  # ONNX Runtime intra-op threads: one process per core is faster than threads
 
     def __post_init__(self):
-        self.lang = LANG_ALIASES.get(self.lang.strip().lower(), self.lang.strip().lower())
+        self.lang = iso(self.lang)
         check_reading(self.reading)
         if self.det_side < 32 or self.det_max_side < self.det_side or self.threads < 1:
             raise ValueError("32 <= det_side <= det_max_side and threads >= 1 are required")
@@ -97,10 +96,10 @@ class PpOcrV6Options:
         if self.lang != "auto":
             return self.lang
         chars = "".join(texts)
-        cjk = [c for c in chars if _is_cjk(c)]
+        cjk = [c for c in chars if is_cjk(c)]
         if len(cjk) <= sum(c.isalnum() for c in chars) - len(cjk):
             return "en"
-        return "ja" if any("\u3040" <= c <= "\u30ff" or "\uff66" <= c <= "\uff9f" for c in cjk) else "zh"
+        return "ja" if any(KANA_CHAR.match(c) for c in cjk) else "zh"
 
     def is_vertical_page(self, lang: str) -> bool:
         return lang in CJK if self.vertical is None else self.vertical
@@ -109,17 +108,11 @@ class PpOcrV6Options:
         return reads_rtl(self.reading, lang == "ja")
 
 
-def _is_cjk(c: str) -> bool:
-    """Kana, CJK ideographs (and their extension A), half-width katakana."""
-    return "\u3040" <= c <= "\u30ff" or "\u3400" <= c <= "\u4dbf" or "\u4e00" <= c <= "\u9fff" or "\uff66" <= c <= "\uff9f"
-
-
 class PpOcrV6Engine(Engine):
     name = "ppocrv6"
     Options = PpOcrV6Options
-    # ONNX Runtime sessions for three small models; the first page pays their warm-up.
-    # Per page: about as long as RapidOCR's own pipeline (BENCHMARKS.md).
-    load_seconds, page_seconds = 1.5, 2.5
+    # Its load (three ONNX Runtime sessions, the first page's warm-up) and seconds per page are
+    # measured figures in costs.yaml, as every engine's.
     max_batch_size = 32
 
     @classmethod

@@ -15,6 +15,7 @@ MIN_PREFIX = 8  # a shorter piece of a key tells an attacker little and matches 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 AUTH_HEADER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 MASK = "***"
+MAX_ERROR_CHARS = 500  # of an error message kept in a page row, after redaction
 
 
 def secrets_from_env(environ: dict[str, str] | None = None) -> list[str]:
@@ -34,6 +35,14 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
         for form in (secret, base64.b64encode(secret.encode()).decode()):
             text = _without_prefixes(text, form)
     return text
+
+
+def error_text(error: BaseException | str, secrets: list[str] | None = None, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error (or its message) as a page row or a log may hold it: secrets out, then cut to `limit`
+    characters (scrubbed before the cut, so that a cut key cannot slip past)."""
+    text = str(error) or type(error).__name__ if isinstance(error, BaseException) else str(error)
+    text = redact(text, secrets)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _without_prefixes(text: str, secret: str) -> str:

@@ -88,11 +88,6 @@ class TesseractEngine(Engine):
     name = "tesseract"
     Options = TesseractOptions
     RENAMED = {"rtl": ("reading", old_rtl_flag)}
-    # A call's cold start with layout=regions: the imports (pytesseract 0.1 s, the
-    # detector's stack 1.2 s), the ONNX session (0.1-0.2 s) and its first inference, 1-1.6 s
-    # slower than the next (BENCHMARKS.md). Then each page is detected and read.
-    load_seconds, page_seconds = 2.8, 2.8
-    IMPORT_SECONDS = {"page": 0.2, "regions": 1.7}  # of the load: what preload_modules take off it
 
     @classmethod
     def preload_modules(cls, options: TesseractOptions) -> tuple[str, ...]:
@@ -101,9 +96,9 @@ class TesseractEngine(Engine):
         return (cls.__module__, "rapidocr.main") if options.layout == "regions" else (cls.__module__,)
 
     @classmethod
-    def cost_hint(cls, options: TesseractOptions, preloaded: bool = False) -> tuple[float, float]:
-        load, page = (0.25, 1.5) if options.layout == "page" else (cls.load_seconds, cls.page_seconds)
-        return (max(0.05, load - cls.IMPORT_SECONDS[options.layout]) if preloaded else load), page
+    def cost_entry(cls, options: TesseractOptions) -> str:
+        # Plain full-page Tesseract has neither the detector's load nor its per-page work.
+        return "tesseract" if options.layout == "regions" else "tesseract:layout=page"
 
     @classmethod
     def check(cls, options: TesseractOptions) -> None:

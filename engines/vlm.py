@@ -31,7 +31,7 @@ from PIL import Image
 
 from engines.base import Engine, check_reading, hashed_as_rtl_flag, line_crop, old_rtl_flag, reads_rtl, reread_element
 from engines.contract import ConfigError, EngineError, TransientError
-from engines.redact import redact
+from engines.redact import error_text
 from engines.contract import Element, PageResult
 
 KEY_ENVS = ("OPENROUTER_API_KEY", "OPENAI_API_KEY")
@@ -86,12 +86,18 @@ class VlmEngine(Engine):
     Options = VlmOptions
     RENAMED = {"rtl": ("reading", old_rtl_flag)}
     max_batch_size = 32  # no model in memory: a call is cheap; concurrency does the work
-    load_seconds, page_seconds = 0.3, 5.0  # client start-up; a page's round trip to the model
 
     @classmethod
-    def cost_hint(cls, options, preloaded: bool = False) -> tuple[float, float]:
-        return cls.load_seconds, cls.page_seconds / max(1, options.concurrency)
-    default_model: str = ""
+    def cost_entry(cls, options) -> str:
+        return "api"  # a client's start-up and a page's round trip to the model
+
+    @classmethod
+    def concurrency(cls, options) -> int:
+        return max(1, options.concurrency)
+
+    @classmethod
+    def model(cls, options=None) -> str | None:
+        return (options.model if options is not None else None) or cls.default_model
     default_coords: str = "pixels"
     prompt: str = ""
 
@@ -116,7 +122,6 @@ class VlmEngine(Engine):
         # Retries are ours (tenacity, honouring Retry-After), so the client's are off.
         self._client = openai.OpenAI(base_url=options.base_url, api_key=self._key or "none",
                                      timeout=options.timeout, max_retries=0)
-        self.concurrency = options.concurrency
         self._detector = None
         if options.vlm_mode == "crops":
             from engines.detect import TextDetector
@@ -194,8 +199,7 @@ class VlmEngine(Engine):
 
     def _scrub(self, text: str) -> str:
         """The key, its base64, any 8+ character piece of it and auth headers out; then cut."""
-        text = redact(text, [self._key] if self._key else [])
-        return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+        return error_text(text, [self._key] if self._key else [], limit=MAX_ERROR_CHARS)
 
     def _answer(self, image: Image.Image, prompt: str | None = None):
         """Send one image; return (answer text, choice, response, size sent). Bad answers raise."""

@@ -26,9 +26,10 @@ from dataclasses import replace
 from functools import lru_cache
 from importlib.metadata import version as dist_version
 
-# pyspellchecker's word lists, by the language codes a user gives (ISO 639-1 and Tesseract's).
-LEXICONS = {"en": "en", "eng": "en", "de": "de", "deu": "de", "fr": "fr", "fra": "fr", "es": "es", "spa": "es",
-            "it": "it", "ita": "it", "pt": "pt", "por": "pt", "nl": "nl", "nld": "nl"}
+from engines.lang import CJK_CHAR, LATIN_CHAR, iso
+
+# Languages whose word list ships in pyspellchecker's wheel (ISO 639-1; any name engines.lang knows maps here).
+WORD_LISTS = {"en", "de", "fr", "es", "it", "pt", "nl"}
 DEFAULT_LANG = "en"  # for lang=auto (and unset): English, the Latin-script language most comics are read in
 COMMON = 100  # the most frequent words of a language: "to", "my", "not", "a" (the parts a lost space leaves)
 FREQUENT = 20_000  # a split's other part, or a digit-mended word, is among this many most frequent words
@@ -37,8 +38,7 @@ LOOKALIKES_TOO = ({}, {"1": "i"})  # a 1 is an l or an I
 PIPE_FOR_I = re.compile(r"(?<!\S)\|(?= +[^\W\d_])")  # Tesseract's "|" for a sans-serif "I" before a word
 NOT_TRAILING = {"i", "l"}  # a lone letter these look like, after a word, is more often a "!" or "|"
 
-LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-KANA_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+LATIN, KANA_CJK = LATIN_CHAR, CJK_CHAR
 _JOINED = r"\w./@&#'’-"  # a token touching one of these belongs to something longer: left alone
 _TOKEN = re.compile(rf"(?<![{_JOINED}])[^\W_]+(?![{_JOINED}])")
 _DIGITS_FIRST = re.compile(r"\d+[^\W\d_]{1,2}")  # 10PM, 3RD, 80S
@@ -50,10 +50,15 @@ def langs(lang: str | None) -> list[str]:
     return [DEFAULT_LANG if c == "auto" else c for c in codes] or [DEFAULT_LANG]
 
 
+def _word_list(lang: str | None) -> str | None:
+    code = iso(langs(lang)[0])
+    return code if code in WORD_LISTS else None
+
+
 def lexicon(lang: str | None) -> dict[str, int] | None:
     """The lowercase words of `lang`'s first language, each with its rank by frequency (None where
     no word list ships for it)."""
-    code = LEXICONS.get(langs(lang)[0])
+    code = _word_list(lang)
     return None if code is None else _ranks(code)
 
 
@@ -78,7 +83,7 @@ class Mender:
 
     @classmethod
     def for_lang(cls, lang: str | None) -> Mender | None:
-        code = LEXICONS.get(langs(lang)[0])
+        code = _word_list(lang)
         return None if code is None else _mender(code)
 
     def _rank(self, word: str) -> int | None:
@@ -169,7 +174,7 @@ def load_words(lang: str | None) -> None:
 
 def version_note(lang: str | None, mend: bool) -> str:
     """What an engine's version says of mending: ", words mended (pyspellchecker 0.9.1, en)", or ""."""
-    code = LEXICONS.get(langs(lang)[0]) if mend else None
+    code = _word_list(lang) if mend else None
     return f", words mended (pyspellchecker {dist_version('pyspellchecker')}, {code})" if code else ""
 
 

@@ -7,13 +7,16 @@ The Python API mirrors the CLI (`just ocr`, `just query`, `just manifest`)::
     print(query("out", "select * from page_text"))
 """
 
-__all__ = ["build_manifest", "connect", "query", "run_ocr"]
+import importlib
+
+# Each name from its home, imported on first use: workers import etl.run.worker and
+# etl.dataset.schema without pulling in DuckDB or Lithops.
+_HOMES = {"run_ocr": "etl.run.job", "query": "etl.dataset.views", "connect": "etl.dataset.views",
+          "build_manifest": "etl.dataset.manifest"}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
-    # Lazy: workers import etl.worker/etl.schema without pulling in DuckDB or Lithops.
-    if name in __all__:
-        from etl import api
-
-        return getattr(api, name)
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(name)

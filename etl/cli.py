@@ -11,7 +11,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -19,81 +20,44 @@ from rich.table import Table
 from rich.text import Text
 
 from engines.base import DEFAULT_ENGINE
+from engines.args import parse_kv as _parse_kv
 from etl.errors import UsageError
+from etl.run.options import RunOptions
 
 EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 3, 2, 130
-RUN_KEYS = {  # key -> type; every other key=value is an engine option
-    "manifest": str, "from": str, "where": str, "engine": str, "out": str, "batch": int, "workers": int, "backend": str,
-    "config": str, "limit": int, "force": bool, "retries": int, "page_timeout": float,
-    "call_timeout": float, "max_pixels": int, "max_bytes": int, "progress": bool, "show": int,
-    "checkpoint": int, "max_cost_usd": float, "cascade": str, "when": str, "pages_when": str,
-}
-USAGE = """usage:
-  ocr (manifest=PATH | from=DATASET [where="SQL over its pages view"]) [engine=ppocrv6] [out=out] [batch=N] [workers=N] [lang=eng] [layout=regions|page]
-      [backend=localhost] [config=lithops.yaml] [limit=N] [force=true] [page_timeout=S] [retries=N]
-      [progress=true|false] [show=N (pages whose text is printed at the end; 0: none)] [max_cost_usd=USD]
-  ocr manifest=PATH cascade=CHEAP,STRONG[,...] [when="SQL over best_lines (default: under the first engine's calibrated confidence, or doubtful_text(text, lang))"]
-      [pages_when="SQL over best_text, e.g. mean_confidence < 0.9: those pages are read whole"]
-      [max_cost_usd=USD] [ENGINE.option=value]   (each later engine re-reads only the doubtful lines;
-      with lang=ja and neither when nor pages_when: the doubtful pages whole, no line alone)
-  query out=PATH (sql="..." | file=sql/NAME.sql)
-  search out=PATH q="words or 日本語" [engine=NAME] [limit=10]
-  embed out=PATH [engine=NAME]   (page vectors for sql/join_embeddings.sql)
-  export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] [title=SERIES]
-  manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl
-  estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] [memory=MB]
-      [engine=qwen|gemma|deepseek [model=ID] [out=DATASET it has read: measures the tokens a page]]
-      [cascade=A,B[,C] [when=SQL] [pages_when=SQL] [lang=ja] [out=DATASET already read by A: measures lines a page
-      and the shares routed]]"""
 
 console = Console(stderr=True)
 out_console = Console()
 
 
 def parse_kv(args: list[str]) -> dict[str, str]:
-    from engines.base import parse_kv as parse
-
     try:
-        return parse(args)
+        return _parse_kv(args)
     except UsageError as exc:
-        raise UsageError(f"{exc}\n{USAGE}") from None
-
-
-def _typed(key: str, value: str) -> Any:
-    kind = RUN_KEYS[key]
-    if value == "":
-        return None
-    if kind is bool:
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    try:
-        return kind(value)
-    except ValueError:
-        raise UsageError(f"{key}={value!r}: expected {kind.__name__}") from None
+        raise UsageError(f"{exc}\n{usage()}") from None
 
 
 def cmd_ocr(kv: dict[str, str]) -> int:
-    from etl.api import run_ocr
+    from etl.run.job import run_ocr
 
     if not kv.get("manifest") and not kv.get("from"):
-        raise UsageError(f"ocr needs manifest=PATH, or from=DATASET [where=\"SQL over its pages\"]\n{USAGE}")
+        raise UsageError(f"ocr needs manifest=PATH, or from=DATASET [where=\"SQL over its pages\"]\n{usage()}")
     key = kv.pop("api_key", None)
     if key:  # into this process's environment only: workers inherit it, payloads never carry it
         os.environ[kv.get("api_key_env") or "OPENROUTER_API_KEY"] = key
-    run_args = {("from_" if k == "from" else k): _typed(k, v) for k, v in kv.items() if k in RUN_KEYS}
-    engine_options = {k: v for k, v in kv.items() if k not in RUN_KEYS and v != ""}
-    shown = run_args.pop("show", None)
-    live = run_args.pop("progress", None)
-    live = console.is_terminal if live is None else live
-    run_args = {k: v for k, v in run_args.items() if v is not None}
+    run, engine_options = RunOptions.split(kv)  # typed and checked once (a ConfigError: exit 2)
+    engine_options = {k: v for k, v in engine_options.items() if v != ""}
+    live = console.is_terminal if run.progress is None else run.progress
     progress = RunProgress(live)
     callbacks = dict(on_start=progress.start, on_batch=progress.batch,
                      on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
     try:
-        if "cascade" in run_args:
-            return _cascade(run_args, engine_options, callbacks, progress, kv, shown)
-        if "when" in run_args or "pages_when" in run_args:
+        if run.cascade:
+            return _cascade(run, engine_options, callbacks, progress, kv)
+        if run.when or run.pages_when:
             raise UsageError("when= and pages_when= choose what a cascade's later engines re-read: give cascade=A,B too")
-        summary = run_ocr(**run_args, **engine_options, **callbacks)
+        stage = run.model_copy(update={"manifest": None, "progress": None, "show": None})
+        summary = run_ocr(run.manifest, run.engine, run.out, run=stage, **engine_options, **callbacks)
     except KeyboardInterrupt:  # Ctrl-C: what is written stays; resume reads the rest
         progress.stop()
         console.print(f"interrupted: {progress.ok + progress.failed} pages written ({progress.ok} ok, "
@@ -102,18 +66,17 @@ def cmd_ocr(kv: dict[str, str]) -> int:
     finally:
         progress.stop()
     print_summary(summary, kv)
-    print_text(summary, 5 if shown is None else shown)
+    print_text(summary, 5 if run.show is None else run.show)
     return EXIT_OK if summary.all_ok else EXIT_PAGES_FAILED
 
 
-def _cascade(run_args: dict, engine_options: dict, callbacks: dict, progress: "RunProgress", kv: dict, shown) -> int:
-    from etl.cascade import default_routes, run_cascade, stage_lang
+def _cascade(run: RunOptions, engine_options: dict, callbacks: dict, progress: "RunProgress", kv: dict) -> int:
+    from etl.cascade.run import default_routes, run_cascade, stage_lang
 
-    stages = [e.strip() for e in run_args.pop("cascade").split(",") if e.strip()]
-    if "engine" in run_args:
+    stages = [e.strip() for e in run.cascade.split(",") if e.strip()]
+    if "engine" in run.model_fields_set:
         raise UsageError("give engine= or cascade=, not both (the cascade's first engine reads every page)")
-    when, pages_when = default_routes(stages[0], stage_lang(stages[0], engine_options),
-                                      run_args.pop("when", None) or None, run_args.pop("pages_when", None) or None)
+    when, pages_when = default_routes(stages[0], stage_lang(stages[0], engine_options), run.when, run.pages_when)
 
     def on_stage(k: int, engine: str, what: str) -> None:
         progress.stop()
@@ -128,17 +91,18 @@ def _cascade(run_args: dict, engine_options: dict, callbacks: dict, progress: "R
         console.print(f"stage {plan.stage + 1}/{len(stages)}: {plan.engine} will send {plan.pages:,} pages whole "
                       f"and {plan.lines:,} lines{cost}{left}", soft_wrap=True)
 
-    result = run_cascade(stages, run_args.pop("manifest", None), run_args.pop("out", None),
-                         from_=run_args.pop("from_", None), where=run_args.pop("where", None), when=when,
-                         pages_when=pages_when,
-                         on_stage=on_stage, on_plan=on_plan, **run_args, **engine_options, **callbacks)
+    shared = run.given("manifest", "out", "from_", "where", "when", "pages_when", "cascade", "max_cost_usd",
+                       "progress", "show")
+    result = run_cascade(stages, run.manifest, run.out, from_=run.from_, where=run.where, when=when,
+                         pages_when=pages_when, max_cost_usd=run.max_cost_usd, on_stage=on_stage, on_plan=on_plan,
+                         **shared, **engine_options, **callbacks)
     progress.stop()
     for s in result.stages:
         print_summary(s, kv)
     if result.budget_usd is not None:
         out_console.print(f"budget: ${result.cost_usd:,.4f} spent of ${result.budget_usd:,.4f}, "
                           f"${max(0.0, result.budget_usd - result.cost_usd):,.4f} left")
-    print_text(result.stages[0], 5 if shown is None else shown, best=True)
+    print_text(result.stages[0], 5 if run.show is None else run.show, best=True)
     return EXIT_OK if result.all_ok else EXIT_PAGES_FAILED
 
 
@@ -191,7 +155,7 @@ def print_text(s, n: int, lines: int = 6, width: int = 100, best: bool = False) 
     their best reading, a cascade's lines re-read by its later engines included)."""
     if n <= 0 or not s.ok + s.skipped:
         return
-    from etl.query import connect
+    from etl.dataset.views import connect
 
     view = "best_text" if best else "page_text"
     try:
@@ -254,7 +218,7 @@ def print_summary(s, kv: dict[str, str]) -> None:
 
 def _cost_line(s) -> str:
     """Measured seconds per page, and what the chosen backend (or Lambda, for a local run) costs."""
-    from etl.estimate import estimate
+    from etl.cost.estimate import estimate
 
     measured = f"{s.page_seconds / s.processed:.2f} s/page measured" if s.page_seconds else ""
     try:
@@ -269,27 +233,27 @@ def _cost_line(s) -> str:
 
 def cmd_estimate(kv: dict[str, str]) -> int:
     from engines import get_engine
-    from etl.estimate import estimate
-    from etl.manifest import load_manifest
+    from etl.cost.estimate import estimate
+    from etl.dataset.manifest import load_manifest
 
     if kv.get("pages"):
         pages = int(kv["pages"])
     elif kv.get("manifest"):
         pages = load_manifest(kv["manifest"]).height
     else:
-        raise UsageError(f"estimate needs manifest=PATH or pages=N\n{USAGE}")
+        raise UsageError(f"estimate needs manifest=PATH or pages=N\n{usage()}")
     args = (kv.get("backend", "aws_lambda"), int(kv.get("workers", 100)),
             int(kv["batch"]) if kv.get("batch") else None, int(kv["memory"]) if kv.get("memory") else None)
     if kv.get("cascade"):
-        from etl.cascade import default_routes, stage_lang
-        from etl.estimate import estimate_cascade
+        from etl.cascade.run import default_routes, stage_lang
+        from etl.cascade.estimate import estimate_cascade
 
         stages = [e.strip() for e in kv["cascade"].split(",") if e.strip()]
         when, pages_when = default_routes(stages[0], stage_lang(stages[0], kv), kv.get("when") or None,
                                           kv.get("pages_when") or None)
         e = estimate_cascade(pages, stages, when, kv.get("out") or None, *args, pages_when=pages_when)
-    elif getattr(get_engine(engine := kv.get("engine", DEFAULT_ENGINE)), "default_model", None):  # an API model
-        from etl.estimate import estimate_api
+    elif get_engine(engine := kv.get("engine", DEFAULT_ENGINE)).model():  # an API model
+        from etl.cost.estimate import estimate_api
 
         e = estimate_api(pages, engine, kv.get("model") or None, kv.get("out") or None)
     else:
@@ -299,12 +263,12 @@ def cmd_estimate(kv: dict[str, str]) -> int:
 
 
 def cmd_query(kv: dict[str, str]) -> int:
-    from etl.query import SQL_DIR, connect
+    from etl.dataset.views import SQL_DIR, connect
 
     out = kv.get("out")
     if not out or not (kv.get("sql") or kv.get("file")):
-        raise UsageError(f"query needs out=PATH and sql=\"...\" or file=PATH\n{USAGE}")
-    from etl.query import sql_file
+        raise UsageError(f"query needs out=PATH and sql=\"...\" or file=PATH\n{usage()}")
+    from etl.dataset.views import sql_file
 
     if kv.get("sql"):
         sql = kv["sql"]
@@ -312,7 +276,7 @@ def cmd_query(kv: dict[str, str]) -> int:
         sql = path.read_text()
     else:
         raise UsageError(f"no SQL file {kv['file']} (bundled: {', '.join(sorted(p.name for p in SQL_DIR.glob('*.sql')))})")
-    from etl import storage
+    from etl.dataset import storage
 
     fs, path = storage.url_to_fs(out)
     if not fs.exists(path):
@@ -339,11 +303,11 @@ def cmd_query(kv: dict[str, str]) -> int:
 
 
 def cmd_search(kv: dict[str, str]) -> int:
-    from etl.search import search
+    from etl.read.search import search
 
     if not kv.get("out") or not kv.get("q"):
-        raise UsageError(f"search needs out=PATH and q=\"words to find\"\n{USAGE}")
-    from etl import storage
+        raise UsageError(f"search needs out=PATH and q=\"words to find\"\n{usage()}")
+    from etl.dataset import storage
 
     fs, path = storage.url_to_fs(kv["out"])
     if not fs.exists(path):
@@ -364,20 +328,20 @@ def cmd_search(kv: dict[str, str]) -> int:
 
 
 def cmd_export(kv: dict[str, str]) -> int:
-    from etl.export import FORMATS, export
+    from etl.read.export import FORMATS, export
 
     if not kv.get("out") or not kv.get("format") or not kv.get("dest"):
-        raise UsageError(f"export needs out=DATASET format={'|'.join(FORMATS)} dest=FOLDER_OR_PREFIX\n{USAGE}")
+        raise UsageError(f"export needs out=DATASET format={'|'.join(FORMATS)} dest=FOLDER_OR_PREFIX\n{usage()}")
     s = export(kv["out"], kv["format"], kv["dest"], engine=kv.get("engine") or None, title=kv.get("title") or None)
     console.print(f"{s.pages} pages -> {len(s.files)} {s.format} file(s) under {kv['dest']}")
     return EXIT_OK
 
 
 def cmd_embed(kv: dict[str, str]) -> int:
-    from etl.embed import HASHED_MODEL, embed_pages
+    from etl.read.embed import HASHED_MODEL, embed_pages
 
     if not kv.get("out"):
-        raise UsageError(f"embed needs out=DATASET\n{USAGE}")
+        raise UsageError(f"embed needs out=DATASET\n{usage()}")
     n = embed_pages(kv["out"], engine=kv.get("engine") or None)
     console.print(f"{n} page vectors ({HASHED_MODEL}) -> {kv['out']}/embeddings; nearest pages: "
                   f"just query out={kv['out']} file=sql/join_embeddings.sql")
@@ -385,10 +349,10 @@ def cmd_embed(kv: dict[str, str]) -> int:
 
 
 def cmd_manifest(kv: dict[str, str]) -> int:
-    from etl.manifest import build_manifest
+    from etl.dataset.manifest import build_manifest
 
     if not kv.get("src") or not kv.get("out"):
-        raise UsageError(f"manifest needs src=FOLDER_OR_PREFIX and out=FILE\n{USAGE}")
+        raise UsageError(f"manifest needs src=FOLDER_OR_PREFIX and out=FILE\n{usage()}")
     df = build_manifest(kv["src"], kv["out"])
     console.print(f"{df.height} images -> {kv['out']}")
     return EXIT_OK
@@ -398,7 +362,7 @@ def _runtime(kv: dict[str, str], action: str) -> int:
     """`lithops runtime build|deploy` with this project's defaults."""
     import subprocess
 
-    from etl.estimate import load_costs
+    from etl.cost.prices import load_costs
 
     backend = kv.get("backend", "aws_lambda")
     name = kv.get("name", "comic-ocr-cpu:0.1.0")
@@ -414,17 +378,104 @@ def _runtime(kv: dict[str, str], action: str) -> int:
     return subprocess.call(cmd + [name])
 
 
-COMMANDS = {"ocr": cmd_ocr, "query": cmd_query, "search": cmd_search, "export": cmd_export, "embed": cmd_embed, "manifest": cmd_manifest, "estimate": cmd_estimate,
-            "runtime-build": lambda kv: _runtime(kv, "build"), "runtime-deploy": lambda kv: _runtime(kv, "deploy")}
+@dataclass(frozen=True)
+class Command:
+    """A command of the CLI: what it runs, the keys it takes (None: a run's, checked by RunOptions and
+    the engines' Options) and its usage line."""
+
+    run: Callable[[dict[str, str]], int]
+    keys: frozenset[str] | None
+    usage: str
+
+
+def _keys(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+COMMANDS: dict[str, Command] = {
+    "ocr": Command(lambda kv: cmd_ocr(kv), None,
+                   "ocr (manifest=PATH | from=DATASET [where=SQL]) [engine=ppocrv6] [out=out] [RUN OPTION=...] "
+                   "[ENGINE OPTION=...] | cascade=A,B[,C] [when=SQL] [pages_when=SQL]   (ocr help: every option)"),
+    "engines": Command(lambda kv: cmd_engines(kv), _keys("engine"), "engines [engine=NAME]   (every method and its options)"),
+    "query": Command(lambda kv: cmd_query(kv), _keys("out", "sql", "file", "rows", "width"),
+                     "query out=PATH (sql=\"...\" | file=sql/NAME.sql) [rows=50] [width=80]"),
+    "search": Command(lambda kv: cmd_search(kv), _keys("out", "q", "engine", "limit"),
+                      "search out=PATH q=\"words or 日本語\" [engine=NAME] [limit=10]"),
+    "embed": Command(lambda kv: cmd_embed(kv), _keys("out", "engine"),
+                     "embed out=PATH [engine=NAME]   (page vectors for sql/join_embeddings.sql)"),
+    "export": Command(lambda kv: cmd_export(kv), _keys("out", "format", "dest", "engine", "title"),
+                      "export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] "
+                      "[title=SERIES]"),
+    "manifest": Command(lambda kv: cmd_manifest(kv), _keys("src", "out"),
+                        "manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl"),
+    "estimate": Command(lambda kv: cmd_estimate(kv), _keys("manifest", "pages", "engine", "backend", "workers", "batch",
+                                                           "memory", "model", "out", "cascade", "when", "pages_when",
+                                                           "lang"),
+                        "estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] "
+                        "[memory=MB] [model=ID] [out=DATASET already read: measures tokens, lines, shares routed] "
+                        "[cascade=A,B[,C] [when=SQL] [pages_when=SQL] [lang=ja]]"),
+    "runtime-build": Command(lambda kv: _runtime(kv, "build"), _keys("backend", "file", "name", "config"),
+                             "runtime-build [backend=aws_lambda] [file=runtimes/cpu/Dockerfile] "
+                             "[name=comic-ocr-cpu:0.1.0] [config=lithops.yaml]"),
+    "runtime-deploy": Command(lambda kv: _runtime(kv, "deploy"), _keys("backend", "name", "memory", "engine", "config"),
+                              "runtime-deploy [backend=aws_lambda] [name=comic-ocr-cpu:0.1.0] [memory=MB] [engine=NAME]"),
+}
+
+
+def usage() -> str:
+    return "usage:\n" + "\n".join(f"  {c.usage}" for c in COMMANDS.values())
+
+
+def cmd_engines(kv: dict[str, str]) -> int:
+    """Every method with its options (type, default, help), from the engines' own Options."""
+    from engines import available, get_engine
+    from engines.args import option_help
+
+    for name in [kv["engine"]] if kv.get("engine") else available():
+        try:
+            cls = get_engine(name)
+        except UsageError as exc:  # its packages are not installed: say so, list the others
+            out_console.print(f"[bold]{name}[/]: {exc}", soft_wrap=True)
+            continue
+        table = Table(title=name, title_justify="left")
+        for col in ("option", "type", "default", "help"):
+            table.add_column(col, overflow="fold")
+        for o in option_help(cls.Options):
+            table.add_row(o.name, o.type, "" if o.default is None else repr(o.default), o.help)
+        out_console.print(table)
+    return EXIT_OK
+
+
+def ocr_help() -> str:
+    """`just ocr help`: the run options from their one definition, then where the engines' are."""
+    lines = ["just ocr KEY=VALUE ...   run options (every other key is an option of the engine):"]
+    for name, f in RunOptions.model_fields.items():
+        default = "" if f.default in (None, "") else f" (default: {f.default})"
+        lines.append(f"  {f.alias or name:<13} {f.description}{default}")
+    lines.append("engine options: just engines [engine=NAME]; in a cascade, ENGINE.option=value")
+    return "\n".join(lines)
+
+
+def check_keys(command: str, kv: dict[str, str]) -> None:
+    """UsageError for a key the command does not take: a typo is refused before any work."""
+    keys = COMMANDS[command].keys
+    unknown = sorted(set(kv) - keys) if keys is not None else []
+    if unknown:
+        raise UsageError(f"{command}: unknown key(s) {', '.join(unknown)}; it takes {', '.join(sorted(keys))}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
-        print(USAGE, file=sys.stderr)
+        print(usage(), file=sys.stderr)
         return EXIT_OK if argv and argv[0] in ("-h", "--help", "help") else EXIT_USAGE
+    if argv[0] == "ocr" and argv[1:2] in (["help"], ["-h"], ["--help"]):
+        print(ocr_help())
+        return EXIT_OK
     try:
-        return COMMANDS[argv[0]](parse_kv(argv[1:]))
+        kv = parse_kv(argv[1:])
+        check_keys(argv[0], kv)
+        return COMMANDS[argv[0]].run(kv)
     except UsageError as exc:
         console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         return EXIT_USAGE

@@ -1,5 +1,5 @@
 -- Views over a comic-ocr-etl dataset. `raw_pages` and `raw_elements` are all the
--- shards of every run and engine (set up by etl.query.connect).
+-- shards of every run and engine (set up by etl.dataset.views.connect).
 
 -- One row per page, engine and options (config_hash): the latest success, else the latest error.
 -- Runs with other options (layout=page, then layout=regions) stay apart: neither hides the other.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.synthetic import write_pages
+from tools.synthetic import write_pages
 
 TEST_SEED = 7100  # far from the examples' seed: pages this project has never tuned on
 
@@ -46,7 +46,7 @@ def pages_copy(comic_pages, tmp_path) -> Path:
 
 def write_manga_pages(folder: Path, seeds) -> dict[str, list[str]]:
     """Generated manga pages (vertical Japanese) and a manifest in `folder`; page id -> its columns in order."""
-    from etl.synthetic import make_manga_page
+    from tools.synthetic import make_manga_page
 
     folder.mkdir(parents=True, exist_ok=True)
     truth = {}

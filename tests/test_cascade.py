@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from conftest import recall, truth_of
-from etl.api import run_ocr
-from etl.cascade import run_cascade
+from etl.run.job import run_ocr
+from etl.cascade.run import run_cascade
 from etl.errors import ConfigError
-from etl.estimate import estimate_cascade
-from etl.query import connect
+from etl.cascade.estimate import estimate_cascade
+from etl.dataset.views import connect
 from fake_vlm import FakeVLM
 
 pytestmark = pytest.mark.slow
@@ -190,7 +190,7 @@ def test_doubtful_pages_are_read_whole_and_their_new_reading_is_the_best(comic_p
     usd = (200 * (page_tokens[0] * 0.25 + page_tokens[1] * 0.75) + stage["lines"] * (line_tokens[0] * 0.25 + line_tokens[1] * 0.75)) / 1e6
     assert stage["usd"] == pytest.approx(usd) and "reads ~200 pages whole" in e.describe()
     # A plain qwen run over 100 such pages, at the tokens a page cost here.
-    from etl.estimate import estimate_api
+    from etl.cost.estimate import estimate_api
 
     assert estimate_api(100, "qwen", out=out).cost_usd == pytest.approx(100 * (page_tokens[0] * 0.25 + page_tokens[1] * 0.75) / 1e6)
     # The manga recipe, every line left alone: whole pages only.
@@ -200,12 +200,12 @@ def test_doubtful_pages_are_read_whole_and_their_new_reading_is_the_best(comic_p
 
 def test_the_default_when_routes_a_confident_line_whose_words_are_no_words(tmp_path):
     """Confidence misses what an engine is sure of and wrong about; the default `when` also asks
-    `doubtful_text` (etl.lexicon), so a line of non-words goes on and a plain line stays."""
+    `doubtful_text` (etl.dataset.lexicon), so a line of non-words goes on and a plain line stays."""
     import polars as pl
     from PIL import Image, ImageDraw
 
-    from etl.cascade import CALIBRATED_THRESHOLD, default_when, doubtful_lines
-    from etl.synthetic import _font
+    from etl.cascade.run import CALIBRATED_THRESHOLD, default_when, doubtful_lines
+    from tools.synthetic import _font
 
     img = Image.new("L", (1500, 420), 255)
     draw = ImageDraw.Draw(img)
@@ -240,7 +240,7 @@ def test_a_page_where_the_engine_found_no_line_is_a_doubtful_page(comic_pages, f
     `doubtful_pages_below(t)` (the eval's page route) sends it whole with the pages under t."""
     from PIL import Image
 
-    from etl.cascade import doubtful_pages_below
+    from etl.cascade.run import doubtful_pages_below
 
     Image.new("L", (600, 800), 255).save(tmp_path / "blank.png")
     manifest = tmp_path / "m.csv"
@@ -256,7 +256,8 @@ def test_a_page_where_the_engine_found_no_line_is_a_doubtful_page(comic_pages, f
 
 
 def test_an_estimate_without_a_sample_says_what_it_assumed_and_reads_constant_conditions():
-    from etl.estimate import DEFAULT_PAGE_SHARE, DEFAULT_PAGE_TOKENS
+    from etl.cascade.estimate import DEFAULT_PAGE_SHARE
+    from etl.cost.estimate import DEFAULT_PAGE_TOKENS
 
     manga = estimate_cascade(1000, ["ppocrv6", "qwen"], "false", pages_when="coalesce(mean_confidence, 0) < 0.92")
     stage = manga.stages[0]
@@ -282,7 +283,7 @@ def test_a_cascade_reading_japanese_sends_its_doubtful_pages_whole_by_default(tm
     from PIL import Image
 
     from conftest import write_manga_pages
-    from etl.cascade import default_routes, default_when, doubtful_pages_below
+    from etl.cascade.run import default_routes, default_when, doubtful_pages_below
 
     assert default_routes("ppocrv6", "ja") == ("false", doubtful_pages_below(0.92))
     assert default_routes("ppocrv6", "en") == (default_when("ppocrv6", "en"), None)

@@ -19,7 +19,7 @@ def test_the_engines_import_nothing_of_the_pipeline():
 
 
 def test_read_lines_reads_each_given_line_in_its_box_and_place():
-    from etl.synthetic import _font  # the font the generated pages use
+    from tools.synthetic import _font  # the font the generated pages use
 
     img = Image.new("L", (900, 300), 255)
     draw = ImageDraw.Draw(img)

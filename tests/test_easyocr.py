@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from conftest import recall, truth_of
-from etl.api import run_ocr
+from etl.run.job import run_ocr
 from etl.errors import ConfigError
-from etl.query import connect
+from etl.dataset.views import connect
 
 pytestmark = pytest.mark.slow
 

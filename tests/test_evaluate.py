@@ -1,7 +1,9 @@
 import polars as pl
 import pytest
 
-from etl.evaluate import Norm, main, normalize, score
+from tools.evaluate.metrics import Norm, normalize, score
+
+from tools.evaluate.__main__ import main
 
 
 def test_normalisation_and_units():
@@ -39,7 +41,8 @@ def test_eval_writes_report_chart_and_per_page_scores(comic_pages, tmp_path, cap
 
 
 def test_precision_against_all_visible_text_counts_signs_and_sound_effects_read_right(tmp_path):
-    from etl.evaluate import load_truth, score_pages, summarize
+    from tools.evaluate.runner import load_truth, score_pages
+    from tools.evaluate.reports import summarize
 
     truth = tmp_path / "truth.jsonl"
     truth.write_text('{"page_id": "p1", "text": "where is the shop", "sfx": ["BOOM"], "other_text": ["OPEN 24H"]}\n')
@@ -54,7 +57,8 @@ def test_precision_against_all_visible_text_counts_signs_and_sound_effects_read_
 
 
 def test_the_stand_in_answers_a_crop_with_the_transcript_text_it_holds():
-    from etl.evaluate import crop_truth, normalize
+    from tools.evaluate.runner import crop_truth
+    from tools.evaluate.metrics import normalize
 
     bubble = ["so hold my control key to reach", "and then"]
     assert crop_truth("houd my", bubble) == "hold my"  # a line of a bubble: its span, in whole words
@@ -74,8 +78,8 @@ def test_the_cascade_measured_through_the_pipeline_with_the_answer_key_stand_in(
     """`just eval`'s cascade figures for the default engine come from a real cascade run: Tesseract's
     reading (copied apart from another reading in the same dataset), the API stage's crops and pages
     sent over HTTP to a stand-in that answers them from the transcripts."""
-    from etl.evaluate import EvalSet, load_truth, oracle_cascade, run, standin_cascade
-    from etl.query import connect
+    from tools.evaluate.runner import EvalSet, load_truth, oracle_cascade, run, standin_cascade
+    from etl.dataset.views import connect
 
     es = EvalSet("comics", str(comic_pages / "manifest.csv"), str(comic_pages / "truth.jsonl"))
     truth, readings = load_truth(es.truth), []

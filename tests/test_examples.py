@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from etl.cli import main
-from etl.evaluate import Norm, load_truth, page_texts, score
+from tools.evaluate.metrics import Norm, score
+from tools.evaluate.runner import load_truth, page_texts
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -38,7 +39,7 @@ def test_the_quick_start_reads_the_example_pages_and_prints_their_text(tmp_path,
     assert "Potion of Flight" in printed and "Many thanks to" in printed
     assert truth["manga-generated-01"].splitlines()[0] in printed
     # lang=auto (the default) read the manga page as vertical Japanese and the rest as English.
-    from etl.query import connect
+    from etl.dataset.views import connect
 
     con = connect(str(out))
     vertical = dict(con.execute("select page_id, bool_and(vertical) from elements where level = 'line' "

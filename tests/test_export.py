@@ -8,10 +8,10 @@ import pytest
 from lxml import etree
 
 from conftest import write_manga_pages
-from etl.api import run_ocr
+from etl.run.job import run_ocr
 from etl.cli import main
-from etl.export import ALTO_NS, export, iter_pages
-from etl.query import connect
+from etl.read.export import ALTO_NS, export, iter_pages
+from etl.dataset.views import connect
 from schemas import alto_schema
 
 pytestmark = pytest.mark.slow
@@ -138,8 +138,8 @@ def test_jsonl_streams_pages_in_chunks_and_the_cli_needs_an_engine_when_there_ar
 
 
 def test_embeddings_made_offline_find_the_nearest_pages_with_the_shipped_query(two_volumes, capsys):
-    from etl.embed import embed_pages
-    from etl.query import SQL_DIR, query
+    from etl.read.embed import embed_pages
+    from etl.dataset.views import SQL_DIR, query
 
     assert embed_pages(two_volumes) == 5
     assert embed_pages(two_volumes) == 5  # a rerun replaces the model's file: one vector per page

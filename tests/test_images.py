@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from etl.errors import InputError
-from etl.images import decode
+from etl.run.images import decode
 
 
 def encoded(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -2,7 +2,7 @@
 
 import duckdb
 
-from etl.lexicon import doubtful_text, register
+from etl.dataset.lexicon import doubtful_text, register
 
 
 def test_misreads_a_confident_engine_makes_are_doubtful_and_plain_lines_are_not():
@@ -29,7 +29,7 @@ def test_japanese_is_checked_for_stray_scripts_only():
 
 
 def test_it_is_an_sql_function_of_every_dataset_connection(tmp_path):
-    from etl.query import connect
+    from etl.dataset.views import connect
 
     con = connect(str(tmp_path / "none-yet"))
     assert con.sql("select doubtful_text('HOUD', 'en'), doubtful_text('HOLD', 'en'), "

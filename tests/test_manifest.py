@@ -5,7 +5,7 @@ import pytest
 
 from etl.cli import main
 from etl.errors import ManifestError
-from etl.manifest import build_manifest, load_manifest, uri_warnings
+from etl.dataset.manifest import build_manifest, load_manifest, uri_warnings
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -56,8 +56,8 @@ def test_unknown_engine_in_just_models_is_a_usage_error(tmp_path):
 
 def test_a_worker_without_the_weights_makes_engine_init_error_rows(comic_pages, tmp_path, empty_dir):
     """On a cloud backend the client cannot check the worker's image: the worker reports it per page."""
-    from etl.query import connect
-    from etl.worker import process_batch
+    from etl.dataset.views import connect
+    from etl.run.worker import process_batch
 
     pages = [{"page_id": f"comic-00{i}", "image_uri": str(comic_pages / f"comic-00{i}.png")} for i in range(2)]
     task = {"engine": "easyocr", "options": {"model_dir": str(empty_dir)}, "out": str(tmp_path / "ds"), "run_id": "r1",

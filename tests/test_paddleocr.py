@@ -4,10 +4,10 @@
 import pytest
 
 from conftest import assert_read_in_manga_order, write_manga_pages, recall, truth_of
-from etl.api import run_ocr
+from etl.run.job import run_ocr
 from etl.cli import main
 from etl.errors import ConfigError
-from etl.query import connect
+from etl.dataset.views import connect
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import recall, truth_of
-from etl.api import run_ocr
+from etl.run.job import run_ocr
 from etl.cli import main
-from etl.query import connect, query
+from etl.dataset.views import connect, query
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ def test_broken_images_become_error_rows_and_the_rest_is_read(pages_copy, tmp_pa
     assert {pid for pid, r in rows.items() if r["status"] == "ok"} == {"comic-000", "comic-004", "comic-005"}
 
     # Repair the inputs: the rerun reads only the three failed pages.
-    from etl.synthetic import make_page
+    from tools.synthetic import make_page
 
     for i in (1, 2, 3):
         img, _ = make_page(7100 + i, f"comic-00{i}")

@@ -9,9 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engines import get_engine
-from etl import dataset, plan, storage
-from etl.batch import PageTask
-from etl.executor import load_config
+from etl.dataset import layout as dataset, storage
+from etl.cost.prices import costs, engine_seconds
+from etl.run import plan
+from etl.dataset.tasks import PageTask
+from etl.run.executor import load_config
 
 
 def manifest(n: int) -> pl.DataFrame:
@@ -51,10 +53,10 @@ def test_batch_size_weighs_cold_start_against_the_tail():
 def test_a_localhost_run_plans_smaller_batches_since_its_runner_preloads_the_engine():
     cls = get_engine("tesseract")
     regions = cls.parse_options({})
-    # a fresh process pays the imports; a forked localhost call does not
-    fresh, forked = cls.cost_hint(regions)[0], cls.cost_hint(regions, preloaded=True)[0]
-    assert fresh - forked == cls.IMPORT_SECONDS["regions"] and forked > 0.5  # the detector's warm-up stays
-    assert plan.planned_batch_size(cls, regions, 64, 2, "localhost") == 5
+    # a fresh process pays the imports; a forked localhost call does not (figures: costs.yaml, their one home)
+    fresh, forked = engine_seconds(cls, regions)[0], engine_seconds(cls, regions, preloaded=True)[0]
+    assert fresh - forked == costs()["engines"]["tesseract"]["import_s"] and forked > 0.5  # the detector's warm-up stays
+    assert plan.planned_batch_size(cls, regions, 64, 2, "localhost") == 6
     assert plan.planned_batch_size(cls, regions, 64, 2, "aws_lambda") == 9
     vlm = get_engine("qwen")
     assert plan.planned_batch_size(vlm, vlm.parse_options({"concurrency": "6"}), 64, 2, "localhost") == 6
@@ -129,7 +131,7 @@ def test_lithops_config_defaults_and_overrides(tmp_path):
 
 
 def test_storage_settings_reach_cloud_workers_but_secrets_never_do():
-    from etl.executor import storage_env
+    from etl.run.executor import storage_env
 
     env = {"AWS_ENDPOINT_URL_S3": "http://minio:9000", "AWS_REGION": "eu-west-1", "FSSPEC_S3_ANON": "true",
            "AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_SESSION_TOKEN": "tok", "FSSPEC_S3_KEY": "AKIA...",
@@ -144,7 +146,7 @@ def test_deadline_reports_a_timeout_even_when_library_code_swallows_the_alarm():
     import pytest
 
     from etl.errors import PageTimeout
-    from etl.worker import deadline
+    from etl.run.worker import deadline
 
     def library_call():  # a broad except that turns any error into its own
         try:
@@ -166,17 +168,17 @@ def test_local_runtime_runs_a_script_like_python_with_the_worker_preloaded(tmp_p
     runtime = load_config(None, None, 1)["localhost"]["runtime"]
     script = tmp_path / "runner.py"
     script.write_text("import json, sys\n"
-                      "print(json.dumps([sys.argv, sys.path[0], 'etl.worker' in sys.modules, __name__]))\n")
+                      "print(json.dumps([sys.argv, sys.path[0], 'etl.run.worker' in sys.modules, __name__]))\n")
     out = subprocess.run([runtime, str(script), "run_job", "job.json"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [[str(script), "run_job", "job.json"], str(tmp_path), True, "__main__"]
     # anything that is not a script goes to the interpreter unchanged
-    out = subprocess.run([runtime, "-c", "import sys; print('etl.worker' in sys.modules)"],
+    out = subprocess.run([runtime, "-c", "import sys; print('etl.run.worker' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_local_runtime_imports_what_the_jobs_engine_names_before_forking(tmp_path, monkeypatch):
-    from etl.local_runtime import job_preloads
+    from etl.run.local_runtime import job_preloads
 
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"config": {"comic_ocr": {"preload": ["engines.tesseract", "no_such_module"]}}}))
@@ -188,7 +190,7 @@ def test_local_runtime_imports_what_the_jobs_engine_names_before_forking(tmp_pat
     # Through real Lithops localhost: each call is a fresh fork of the runner, and sees what
     # the runner imported. A module that cannot be imported is passed over.
     from engines import get_engine
-    from etl.executor import LithopsExecutor
+    from etl.run.executor import LithopsExecutor
 
     cls = get_engine("tesseract")
     assert cls.preload_modules(cls.parse_options({"layout": "page"})) == ("engines.tesseract",)
@@ -215,7 +217,7 @@ def test_local_runtime_imports_what_the_jobs_engine_names_before_forking(tmp_pat
 
 
 def test_costliest_batches_go_first_when_the_images_are_local_files(tmp_path):
-    from etl.batch import BatchTask
+    from etl.dataset.tasks import BatchTask
 
     sizes = [10, 5000, 300, 5000, 40_000]
     for i, n in enumerate(sizes):

@@ -4,11 +4,11 @@ import pytest
 from PIL import Image
 
 from conftest import assert_read_in_manga_order, write_manga_pages, TEST_SEED, recall, truth_of
-from etl.api import run_ocr
+from etl.run.job import run_ocr
 from etl.cli import main
 from etl.errors import ConfigError
-from etl.query import connect
-from etl.synthetic import make_page, make_strip
+from etl.dataset.views import connect
+from tools.synthetic import make_page, make_strip
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_ppocrv6_tiles_a_webtoon_strip_and_reads_each_line_once():
 
 
 def test_furigana_are_kept_out_of_the_text_and_tied_to_the_column_they_read():
-    from etl.synthetic import make_manga_page
+    from tools.synthetic import make_manga_page
 
     hits = 0
     for seed in (TEST_SEED + 60, TEST_SEED + 61):

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from etl.api import run_ocr
+from etl.run.job import run_ocr
 from etl.cli import main
 from etl.errors import ConfigError, InputError
-from etl.query import connect, query
+from etl.dataset.views import connect, query
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -200,7 +200,7 @@ def test_two_writers_of_one_batch_interleaving_keep_each_page_with_its_elements(
     """An orphaned runner and a rerun finishing the same batch: B writes its elements, A (a later
     reading) writes elements and pages, B writes its pages last. Shards named by batch alone then
     held A's elements and B's pages, and the views showed pages with n_elements > 0 and no elements."""
-    import etl.worker as worker
+    import etl.run.worker as worker
 
     def task(run_id):
         return {"engine": "tesseract", "options": {"lang": "eng", "layout": "page"}, "out": str(tmp_path / "ds"),
@@ -227,7 +227,7 @@ def test_two_writers_of_one_batch_interleaving_keep_each_page_with_its_elements(
 
 
 def _read_as_nobody(path: str, queue) -> None:
-    from etl.worker import _read
+    from etl.run.worker import _read
 
     os.setgid(65534)
     os.setuid(65534)
@@ -255,7 +255,7 @@ def test_permission_denied_is_a_readable_page_error(tmp_path):
 def test_two_runs_started_together_by_a_process_that_used_lithops_both_finish(tmp_path):
     """Children inherit Lithops' session variables: both runs once took one executor id, so one
     run's job file replaced the other's, and a run reported "4 ok" with no rows written."""
-    from etl.synthetic import write_pages
+    from tools.synthetic import write_pages
 
     sets = {}
     for name, seed in (("a", 7301), ("b", 7302)):
@@ -281,7 +281,7 @@ def test_two_runs_started_together_by_a_process_that_used_lithops_both_finish(tm
 def test_a_call_reported_done_without_its_batchs_result_becomes_retried_not_a_crash(comic_pages, tmp_path, monkeypatch):
     """Lithops' ResponseFuture.result() hands back whatever it stored once a future counts as done:
     None, or another batch's report. The client checks each result against its task."""
-    import etl.api as api
+    import etl.run.job as api
 
     real = api.process_batch
 
@@ -411,7 +411,7 @@ def test_a_page_deadline_swallowed_by_library_code_still_ends_the_page():
     import time
 
     from etl.errors import PageTimeout
-    from etl.worker import deadline
+    from etl.run.worker import deadline
 
     with pytest.raises(PageTimeout, match="page_timeout=0.1"):
         with deadline(0.1):

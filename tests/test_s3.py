@@ -8,9 +8,9 @@ import pytest
 import s3fs
 
 from conftest import recall, truth_of
-from etl.api import run_ocr
+from etl.run.job import run_ocr
 from etl.cli import main
-from etl.query import connect, query
+from etl.dataset.views import connect, query
 
 pytestmark = pytest.mark.slow
 

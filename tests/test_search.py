@@ -6,10 +6,10 @@ import os
 import pytest
 
 from conftest import write_manga_pages
-from etl.api import run_ocr
+from etl.run.job import run_ocr
 from etl.cli import main
-from etl.query import connect
-from etl.search import INDEX_DIR, refresh_index, search, tokens
+from etl.dataset.views import connect
+from etl.read.search import INDEX_DIR, refresh_index, search, tokens
 
 pytestmark = pytest.mark.slow
 

@@ -64,7 +64,7 @@ def test_compressed_tiff_scans_read_as_their_png(comic_pages, engines, mode, com
     TIFF handed to Tesseract once took its compression from the source: G4 on grey failed)."""
     import io
 
-    from etl.images import decode
+    from etl.run.images import decode
 
     _, page = engines
     pid, text = next(iter(truth_of(comic_pages).items()))

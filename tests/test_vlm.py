@@ -10,8 +10,8 @@ import pytest
 
 from conftest import recall, truth_of
 from engines.vlm import DeepSeekEngine, QwenEngine, parse_json_list
-from etl.api import run_ocr
-from etl.query import connect, query
+from etl.run.job import run_ocr
+from etl.dataset.views import connect, query
 from fake_vlm import FakeVLM
 
 pytestmark = pytest.mark.slow

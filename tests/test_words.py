@@ -7,8 +7,8 @@ from PIL import Image, ImageDraw
 from engines.base import get_engine
 from engines.layout import Box, Line
 from engines.words import Mender, mend_lines
-from etl.plan import config_hash
-from etl.synthetic import _font
+from etl.run.plan import config_hash
+from tools.synthetic import _font
 
 
 def mend(text: str, lang: str = "en") -> str:

@@ -1,0 +1,1 @@
+"""The dataset: its columns and names (schema), storage, shard layout, the typed tasks that cross the Lithops hop, manifests, and the DuckDB views over it. The bottom layer of etl: it imports no other folder of etl."""

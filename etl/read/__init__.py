@@ -1,0 +1,1 @@
+"""Using a dataset: ranked search, exports for readers and archives, page embeddings."""

@@ -1,0 +1,1 @@
+"""The team's own tools, outside the shipped package: benchmarks, evaluation, generated pages, the API stand-in."""
