@@ -20,22 +20,23 @@ def test_easyocr_reads_art_heavy_comic_pages_offline_and_gpu_falls_back(comic_pa
     home.mkdir()
     os.environ["HOME"], old_home = str(home), os.environ["HOME"]
     try:
-        # gpu=true without CUDA: accepted, runs on the CPU and records it. 4 pages keep the test short
-        # (EasyOCR's detector takes ~15 s a page on one core).
-        s = run_ocr(str(comic_pages / "manifest.csv"), engine="easyocr", out=str(out), workers=2, limit=4, gpu=True)
+        # gpu=true without CUDA: accepted, runs on the CPU and records it. 2 pages, one a worker, keep the
+        # test short (EasyOCR's detector takes ~15 s a page on one core).
+        s = run_ocr(str(comic_pages / "manifest.csv"), engine="easyocr", out=str(out), workers=2, limit=2, batch=1,
+                    gpu=True)
     finally:
         os.environ["HOME"] = old_home
-    assert (s.ok, s.failed) == (4, 0), s.examples
+    assert (s.ok, s.failed) == (2, 0), s.examples
     assert list(home.iterdir()) == [] or all(p.name == ".lithops" for p in home.iterdir())  # no ~/.EasyOCR
     truth = truth_of(comic_pages)
     con = connect(str(out))
     got = dict(con.execute("select page_id, text from page_text").fetchall())
     scores = {pid: recall(truth[pid], got[pid]) for pid in got}
-    assert len(scores) == 4 and sum(scores.values()) / 4 >= 0.9, scores
+    assert len(scores) == 2 and sum(scores.values()) / 2 >= 0.9, scores
     version = con.execute("select any_value(engine_version) from pages").fetchall()[0][0]
     assert version.startswith("easyocr 1.7") and "english_g2" in version and "gpu=true: no CUDA device" in version
     lines = con.sql("select * from elements where level = 'line'").pl()
-    assert len(lines) >= 20 and lines["polygon"].list.len().eq(4).all()
+    assert len(lines) >= 10 and lines["polygon"].list.len().eq(4).all()
     assert lines["confidence"].is_between(0, 1).all() and (lines["x0"] < lines["x1"]).all()
     # EasyOCR gives lines, no word boxes: no word rows are made up.
     assert con.execute("select count(*) from elements where level = 'word'").fetchone()[0] == 0

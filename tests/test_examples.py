@@ -49,23 +49,33 @@ def test_the_quick_start_reads_the_example_pages_and_prints_their_text(tmp_path,
 
 
 def _run_on_terminal(cmd: list[str], env: dict, timeout: float = 300) -> tuple[int, str]:
-    """Run `cmd` with stdout and stderr on a pseudo-terminal; its exit status and all it wrote."""
+    """Run `cmd` with stdout and stderr on a pseudo-terminal; its exit status and all it wrote.
+
+    Read until the command exits, then what is left: not until the terminal's end of file, which
+    waits on every process that inherited it (Lithops' cleaner outlives the command by seconds)."""
+    import time
+
     master, slave = pty.openpty()
     proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO, close_fds=True)
     os.close(slave)
-    chunks = []
+    chunks, deadline, exited = [], time.monotonic() + timeout, False
     while True:
-        ready, _, _ = select.select([master], [], [], timeout)
-        if not ready:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every holder closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif exited:
+            break  # the command is gone and nothing more came
+        elif proc.poll() is not None:
+            exited = True  # one more pass: read what it wrote last
+        elif time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError("no output for %s s: %s" % (timeout, b"".join(chunks)[-2000:]))
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
+            raise AssertionError("no end after %s s: %s" % (timeout, b"".join(chunks)[-2000:]))
     os.close(master)
     return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
 
@@ -74,7 +84,7 @@ def test_a_terminal_gets_a_live_progress_display_and_a_pipe_gets_plain_lines(com
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI", "TERM", "COLUMNS")}
     env.update(TERM="xterm-256color", COLUMNS="140")
     cmd = [sys.executable, "-m", "etl.cli", "ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}",
-           "batch=2", "lang=eng", "show=0"]
+           "batch=2", "lang=eng", "layout=page", "show=0"]  # plain Tesseract: the display is under test, not OCR
     code, shown = _run_on_terminal(cmd + [f"out={tmp_path / 'tty'}"], env)
     assert code == 0, shown
     # rich redraws one line in place: a bar, pages done of total, the rate and the time left.

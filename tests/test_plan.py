@@ -55,9 +55,10 @@ def test_a_localhost_run_plans_smaller_batches_since_its_runner_preloads_the_eng
     regions = cls.parse_options({})
     # a fresh process pays the imports; a forked localhost call does not (figures: costs.yaml, their one home)
     fresh, forked = engine_seconds(cls, regions)[0], engine_seconds(cls, regions, preloaded=True)[0]
-    assert fresh - forked == costs()["engines"]["tesseract"]["import_s"] and forked > 0.5  # the detector's warm-up stays
-    assert plan.planned_batch_size(cls, regions, 64, 2, "localhost") == 6
-    assert plan.planned_batch_size(cls, regions, 64, 2, "aws_lambda") == 9
+    assert forked == max(0.05, fresh - costs()["engines"]["tesseract"]["import_s"]) and forked < fresh
+    # so its batches are smaller (the figures are measured, rewritten by `just bench`: no sizes pinned here)
+    local, cloud = (plan.planned_batch_size(cls, regions, 64, 2, be) for be in ("localhost", "aws_lambda"))
+    assert 1 <= local < cloud <= cls.max_batch_size
     vlm = get_engine("qwen")
     assert plan.planned_batch_size(vlm, vlm.parse_options({"concurrency": "6"}), 64, 2, "localhost") == 6
 
@@ -175,6 +176,24 @@ def test_local_runtime_runs_a_script_like_python_with_the_worker_preloaded(tmp_p
     out = subprocess.run([runtime, "-c", "import sys; print('etl.run.worker' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_runner_uses_this_interpreters_lithops_not_the_shared_temp_copy(tmp_path):
+    """Each process that starts a Lithops executor replaces the package copy in Lithops' temp folder,
+    which the runner puts first on sys.path: a job started meanwhile failed to import and its run
+    waited for it forever. Here the runner's folder holds a broken `lithops`: the job still imports."""
+    import lithops
+
+    runtime = load_config(None, None, 1)["localhost"]["runtime"]
+    (tmp_path / "lithops" / "worker").mkdir(parents=True)
+    (tmp_path / "lithops" / "__init__.py").write_text("raise ImportError('half-replaced copy')\n")
+    (tmp_path / "lithops" / "worker" / "__init__.py").write_text("raise ImportError('half-replaced copy')\n")
+    script = tmp_path / "runner.py"
+    script.write_text("import lithops, sys\nfrom lithops.worker import function_handler\n"
+                      "from lithops.worker.utils import get_runtime_metadata\nprint(lithops.__file__)\n")
+    out = subprocess.run([runtime, str(script), "run_job", "job.json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == lithops.__file__
 
 
 def test_local_runtime_imports_what_the_jobs_engine_names_before_forking(tmp_path, monkeypatch):

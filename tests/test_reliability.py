@@ -158,13 +158,14 @@ def test_a_batch_over_its_time_limit_is_recorded_and_a_rerun_completes(pages_cop
     shutil.move(target, good)
     os.mkfifo(target)
     out = str(tmp_path / "ds")
-    # One page a call: a normal call takes a few seconds, well inside the 20 s limit.
-    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=out, batch=1, retries=0, call_timeout=20)
+    # One page of plain Tesseract a call: a normal call takes about a second, well inside the 12 s limit.
+    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=out, batch=1, retries=0, call_timeout=12,
+                layout="page")
     assert (s.ok, s.failed) == (5, 1) and s.error_kinds == {"batch_timeout": 1}
-    assert "maximum time of 20 seconds" in s.examples[0]["error"]
+    assert "maximum time of 12 seconds" in s.examples[0]["error"]
     target.unlink()
     shutil.move(good, target)
-    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=out, batch=2)
+    s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=out, batch=2, layout="page")
     assert (s.skipped, s.ok, s.failed) == (5, 1, 0)
     assert query(out, "select count(*) as n from pages where status = 'ok'")["n"][0] == 6
 
@@ -428,7 +429,10 @@ def test_a_client_killed_with_sigkill_leaves_no_runner_reading_on_alone(comic_pa
     import signal
     import time
 
+    import psutil
+
     out = tmp_path / "ds"
+    started = time.time()
     run = subprocess.Popen([sys.executable, "-m", "etl.cli", "ocr", "engine=tesseract", f"manifest={comic_pages / 'manifest.csv'}",
                             f"out={out}", "layout=page", "batch=1", "workers=1", "progress=false"],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -442,11 +446,20 @@ def test_a_client_killed_with_sigkill_leaves_no_runner_reading_on_alone(comic_pa
         return len(list((out / "pages").rglob("*.parquet")))
 
     at_kill = pages_written()
-    time.sleep(25)  # the runner, left alone, read all 6 pages in this time (about 3 s a page)
+
+    def runners() -> list:  # the client's Lithops job processes (their own session: not its children)
+        found = []
+        for proc in psutil.process_iter(["cmdline", "create_time"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "run_job" in cmd and (proc.info["create_time"] or 0) >= started - 1:
+                found.append(proc)
+        return found
+
+    # Awaited, not slept: the orphaned runner ends (left alone it read all 6 pages, about 3 s a page).
+    gone, alive = psutil.wait_procs(runners(), timeout=60)
+    assert not alive, alive
     after = pages_written()
     assert after <= at_kill + 1, (at_kill, after)  # at most the page in flight when the client died
-    time.sleep(5)
-    assert pages_written() == after  # and then nothing more: the orphaned calls end before any work
     s = run_ocr(str(comic_pages / "manifest.csv"), engine="tesseract", out=str(out), layout="page")
     assert s.skipped == after and s.ok == 6 - after and s.all_ok
     con = connect(str(out))
@@ -532,7 +545,7 @@ def test_pages_read_before_a_call_is_killed_are_kept(pages_copy, tmp_path):
     os.mkfifo(target)
     out = str(tmp_path / "ds")
     s = run_ocr(str(pages_copy / "manifest.csv"), engine="tesseract", out=out, batch=6, checkpoint=2, retries=0,
-                call_timeout=40, layout="page")
+                call_timeout=12, layout="page")  # 4 pages of plain Tesseract take a few seconds
     assert (s.ok, s.failed) == (4, 2) and s.error_kinds == {"batch_timeout": 2}, s
     status = dict(query(out, "select page_id, status from pages").iter_rows())
     assert status == {**{f"comic-00{i}": "ok" for i in range(4)}, "comic-004": "error", "comic-005": "error"}

@@ -72,7 +72,7 @@ def test_storage_unreachable_mid_run_then_a_rerun_completes(comic_pages, bucket,
     feeder = threading.Thread(target=cut_when_reached, daemon=True)
     feeder.start()
     out = f"s3://{bucket}/ocr"
-    s = run_ocr(str(manifest), engine="tesseract", out=out, batch=1, workers=1, retries=0)
+    s = run_ocr(str(manifest), engine="tesseract", out=out, batch=1, workers=1, retries=0, layout="page")
     feeder.join(timeout=60)
     assert s.ok == 2 and s.failed == 4, s  # two pages written before the cut
     assert s.unrecorded == 4  # their error rows could not be written either: reported
@@ -80,7 +80,7 @@ def test_storage_unreachable_mid_run_then_a_rerun_completes(comic_pages, bucket,
     s3_proxy.restore()
     fifo.unlink()
     fifo.write_bytes((comic_pages / "comic-002.png").read_bytes())
-    s = run_ocr(str(manifest), engine="tesseract", out=out, batch=1, workers=1)
+    s = run_ocr(str(manifest), engine="tesseract", out=out, batch=1, workers=1, layout="page")
     assert (s.skipped, s.ok, s.failed) == (2, 4, 0)
     con = connect(out)
     assert con.execute("select count(*), count(distinct page_id), count(*) filter (status = 'ok') from pages").fetchone() == (6, 6, 6)

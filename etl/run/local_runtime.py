@@ -52,6 +52,14 @@ def main() -> None:
                 prepare()  # what every call would repeat after its fork, done once here
         except Exception:  # a broken preload must not stop the job: the call does it again
             pass
+    # Lithops' runner puts its temp folder first on sys.path, where every process that starts an
+    # executor replaces a copy of the Lithops package (rmtree, then rename): a job started while
+    # another process does so failed its imports ("No module named 'lithops.worker.utils'") and its
+    # run waited for a job that never ran. Imported here from this interpreter's own installation
+    # (the copy's source), the runner never reads the shared copy.
+    import lithops.worker  # noqa: F401
+    import lithops.worker.utils  # noqa: F401
+
     script = args[0]
     sys.argv = args
     sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python script.py` sets it
