@@ -1,8 +1,19 @@
 import collections
 import json
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
+
+# `just test` runs the suite on two processes (pytest-xdist, pyproject.toml). Each keeps its temp
+# files, Lithops' localhost working folder among them, in a folder of its own: set before anything
+# imports Lithops, whose constants read TMPDIR once. Their subprocesses (CLI runs, runners) inherit it.
+if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    _own = Path(tempfile.gettempdir()) / f"comic-ocr-tests-{_worker}"
+    _own.mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = str(_own)
+    tempfile.tempdir = None
 
 import pytest
 

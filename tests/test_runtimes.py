@@ -95,7 +95,7 @@ def test_runtime_requirements_install_in_a_clean_venv_and_run_a_batch(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
-    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]  # no .pyc: not under test
     subprocess.run(pip + ["-r", str(PINS)], check=True, timeout=1200)
     src = tmp_path / "src"  # a copy: building in place would leave build/ in the checkout
     src.mkdir()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lithops.constants import LITHOPS_TEMP_DIR
 
 from conftest import recall, truth_of
 from engines.vlm import DeepSeekEngine, QwenEngine, parse_json_list
@@ -125,7 +126,7 @@ def test_the_key_appears_in_no_output_file_log_or_payload(comic_pages, fake, tmp
     assert "rerun" in done.stdout and "api_key" not in done.stdout
     assert {r["auth"] for r in fake.requests} == {f"Bearer {SECRET}"}  # it did reach the workers
     scanned = 0
-    roots = [out, Path("/tmp") / "lithops-root", Path.home() / ".lithops"]
+    roots = [out, Path(LITHOPS_TEMP_DIR), Path.home() / ".lithops"]
     for root in roots:
         for f in root.rglob("*") if root.exists() else []:
             if f.is_file() and f.stat().st_mtime >= started - 1:
@@ -154,7 +155,7 @@ def test_no_piece_of_the_key_survives_an_api_that_echoes_it(comic_pages, fake, t
     errors = query(str(out), "select error from pages")["error"].to_list()
     assert all("HTTP 502" in e and "Bearer ***" in e for e in errors), errors
     texts = [done.stdout + done.stderr, *errors]
-    for root in (out, Path("/tmp") / "lithops-root", Path.home() / ".lithops"):
+    for root in (out, Path(LITHOPS_TEMP_DIR), Path.home() / ".lithops"):
         for f in root.rglob("*") if root.exists() else []:
             if f.is_file() and f.stat().st_mtime >= started - 1:
                 texts.append(f.read_bytes().decode("utf-8", "replace"))
