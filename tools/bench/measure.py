@@ -163,7 +163,7 @@ print(json.dumps([load, per_page, hwm, warm]))
 def real_pages(folder: Path, per_set: int) -> dict[str, list[str]]:
     """Up to `per_set` images of each evaluation set below `folder`, by language (en, ja)."""
     from etl.dataset.manifest import load_manifest
-    from tools.evaluate import discover
+    from tools.evaluate.runner import discover
 
     by_lang: dict[str, list[str]] = {}
     for es in discover(folder):

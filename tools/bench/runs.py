@@ -210,7 +210,8 @@ def bench_planning(tmp: Path, n_rows: int, repeat: int) -> list:
         f"batches = plan.make_batches(todo, 16, 'tesseract', {cfg!r})\n"
         f"assert todo.height == {n_rows - len(done)} and len(batches) == {-(-(n_rows - len(done)) // 16)}"
     )
-    t_plan, mem_plan = in_subprocess("from etl import dataset, plan; from etl.dataset.manifest import load_manifest",
+    t_plan, mem_plan = in_subprocess("from etl.dataset import layout as dataset; from etl.run import plan; "
+                                     "from etl.dataset.manifest import load_manifest",
                                      code, repeat)
     return [(f"planning {n_rows:,} pages: load + check (ids, URIs) + resume-check ({len(done):,} done) + batch, "
              "vs plain Polars read",
