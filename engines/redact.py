@@ -40,7 +40,9 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
 def error_text(error: BaseException | str, secrets: list[str] | None = None, limit: int = MAX_ERROR_CHARS) -> str:
     """An error (or its message) as a page row or a log may hold it: secrets out, then cut to `limit`
     characters (scrubbed before the cut, so that a cut key cannot slip past)."""
-    text = str(error) or type(error).__name__ if isinstance(error, BaseException) else str(error)
+    text = str(error)
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__  # an exception with no message: its kind
     text = redact(text, secrets)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -378,54 +378,6 @@ def _runtime(kv: dict[str, str], action: str) -> int:
     return subprocess.call(cmd + [name])
 
 
-@dataclass(frozen=True)
-class Command:
-    """A command of the CLI: what it runs, the keys it takes (None: a run's, checked by RunOptions and
-    the engines' Options) and its usage line."""
-
-    run: Callable[[dict[str, str]], int]
-    keys: frozenset[str] | None
-    usage: str
-
-
-def _keys(*names: str) -> frozenset[str]:
-    return frozenset(names)
-
-
-COMMANDS: dict[str, Command] = {
-    "ocr": Command(lambda kv: cmd_ocr(kv), None,
-                   "ocr (manifest=PATH | from=DATASET [where=SQL]) [engine=ppocrv6] [out=out] [RUN OPTION=...] "
-                   "[ENGINE OPTION=...] | cascade=A,B[,C] [when=SQL] [pages_when=SQL]   (ocr help: every option)"),
-    "engines": Command(lambda kv: cmd_engines(kv), _keys("engine"), "engines [engine=NAME]   (every method and its options)"),
-    "query": Command(lambda kv: cmd_query(kv), _keys("out", "sql", "file", "rows", "width"),
-                     "query out=PATH (sql=\"...\" | file=sql/NAME.sql) [rows=50] [width=80]"),
-    "search": Command(lambda kv: cmd_search(kv), _keys("out", "q", "engine", "limit"),
-                      "search out=PATH q=\"words or 日本語\" [engine=NAME] [limit=10]"),
-    "embed": Command(lambda kv: cmd_embed(kv), _keys("out", "engine"),
-                     "embed out=PATH [engine=NAME]   (page vectors for sql/join_embeddings.sql)"),
-    "export": Command(lambda kv: cmd_export(kv), _keys("out", "format", "dest", "engine", "title"),
-                      "export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] "
-                      "[title=SERIES]"),
-    "manifest": Command(lambda kv: cmd_manifest(kv), _keys("src", "out"),
-                        "manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl"),
-    "estimate": Command(lambda kv: cmd_estimate(kv), _keys("manifest", "pages", "engine", "backend", "workers", "batch",
-                                                           "memory", "model", "out", "cascade", "when", "pages_when",
-                                                           "lang"),
-                        "estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] "
-                        "[memory=MB] [model=ID] [out=DATASET already read: measures tokens, lines, shares routed] "
-                        "[cascade=A,B[,C] [when=SQL] [pages_when=SQL] [lang=ja]]"),
-    "runtime-build": Command(lambda kv: _runtime(kv, "build"), _keys("backend", "file", "name", "config"),
-                             "runtime-build [backend=aws_lambda] [file=runtimes/cpu/Dockerfile] "
-                             "[name=comic-ocr-cpu:0.1.0] [config=lithops.yaml]"),
-    "runtime-deploy": Command(lambda kv: _runtime(kv, "deploy"), _keys("backend", "name", "memory", "engine", "config"),
-                              "runtime-deploy [backend=aws_lambda] [name=comic-ocr-cpu:0.1.0] [memory=MB] [engine=NAME]"),
-}
-
-
-def usage() -> str:
-    return "usage:\n" + "\n".join(f"  {c.usage}" for c in COMMANDS.values())
-
-
 def cmd_engines(kv: dict[str, str]) -> int:
     """Every method with its options (type, default, help), from the engines' own Options."""
     from engines import available, get_engine
@@ -444,6 +396,54 @@ def cmd_engines(kv: dict[str, str]) -> int:
             table.add_row(o.name, o.type, "" if o.default is None else repr(o.default), o.help)
         out_console.print(table)
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command of the CLI: what it runs, the keys it takes (None: a run's, checked by RunOptions and
+    the engines' Options) and its usage line."""
+
+    run: Callable[[dict[str, str]], int]
+    keys: frozenset[str] | None
+    usage: str
+
+
+def _keys(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+COMMANDS: dict[str, Command] = {
+    "ocr": Command(cmd_ocr, None,
+                   "ocr (manifest=PATH | from=DATASET [where=SQL]) [engine=ppocrv6] [out=out] [RUN OPTION=...] "
+                   "[ENGINE OPTION=...] | cascade=A,B[,C] [when=SQL] [pages_when=SQL]   (ocr help: every option)"),
+    "engines": Command(cmd_engines, _keys("engine"), "engines [engine=NAME]   (every method and its options)"),
+    "query": Command(cmd_query, _keys("out", "sql", "file", "rows", "width"),
+                     "query out=PATH (sql=\"...\" | file=sql/NAME.sql) [rows=50] [width=80]"),
+    "search": Command(cmd_search, _keys("out", "q", "engine", "limit"),
+                      "search out=PATH q=\"words or 日本語\" [engine=NAME] [limit=10]"),
+    "embed": Command(cmd_embed, _keys("out", "engine"),
+                     "embed out=PATH [engine=NAME]   (page vectors for sql/join_embeddings.sql)"),
+    "export": Command(cmd_export, _keys("out", "format", "dest", "engine", "title"),
+                      "export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] "
+                      "[title=SERIES]"),
+    "manifest": Command(cmd_manifest, _keys("src", "out"),
+                        "manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl"),
+    "estimate": Command(cmd_estimate, _keys("manifest", "pages", "engine", "backend", "workers", "batch",
+                                                           "memory", "model", "out", "cascade", "when", "pages_when",
+                                                           "lang"),
+                        "estimate (manifest=PATH | pages=N) [engine=ppocrv6] [backend=aws_lambda] [workers=100] [batch=N] "
+                        "[memory=MB] [model=ID] [out=DATASET already read: measures tokens, lines, shares routed] "
+                        "[cascade=A,B[,C] [when=SQL] [pages_when=SQL] [lang=ja]]"),
+    "runtime-build": Command(lambda kv: _runtime(kv, "build"), _keys("backend", "file", "name", "config"),
+                             "runtime-build [backend=aws_lambda] [file=runtimes/cpu/Dockerfile] "
+                             "[name=comic-ocr-cpu:0.1.0] [config=lithops.yaml]"),
+    "runtime-deploy": Command(lambda kv: _runtime(kv, "deploy"), _keys("backend", "name", "memory", "engine", "config"),
+                              "runtime-deploy [backend=aws_lambda] [name=comic-ocr-cpu:0.1.0] [memory=MB] [engine=NAME]"),
+}
+
+
+def usage() -> str:
+    return "usage:\n" + "\n".join(f"  {c.usage}" for c in COMMANDS.values())
 
 
 def ocr_help() -> str:

@@ -46,11 +46,6 @@ def model_price(model: str | None) -> dict | None:
         return None
 
 
-def model_of(engine_cls, options=None) -> str | None:
-    """The API model an engine sends to (its options' model, else its default); None for a local engine."""
-    return engine_cls.model(options)
-
-
 def call_overhead_s(backend: str) -> float:
     """Seconds a call costs beyond the engine's own work on `backend` (costs.yaml `backends:`)."""
     b = (costs().get("backends") or {}).get(backend) or (costs().get("backends") or {}).get("aws_lambda") or {}
