@@ -93,6 +93,14 @@ class Engine(ABC):
         return cls.default_model
 
     @classmethod
+    def usage_bound(cls, options: Any, width: int, height: int, crop: bool = False) -> tuple[int, int] | None:
+        """The most (prompt, completion) tokens one request for an image of width x height (a page,
+        or a line's crop when `crop`) can be billed; None for a local engine. A budget reserves
+        this before the request is sent, so that spend never passes it whatever the API reports.
+        Runs on the client (planning) and the worker (reserving)."""
+        return None
+
+    @classmethod
     def preload_modules(cls, options: Any) -> tuple[str, ...]:
         """Modules a local runner may import once, before it forks the calls.
 
@@ -127,7 +135,7 @@ class Engine(ABC):
             elements.append(reread_element(line, " ".join(e.text for e in found) or result.text.strip(),
                                            min(confs) if confs else None))
             for key, value in result.usage.items():
-                if isinstance(value, (int, float)):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
                     usage[key] = usage.get(key, 0) + value
         return PageResult(elements=elements, text="\n".join(e.text for e in elements), usage=usage)
 
@@ -135,12 +143,22 @@ class Engine(ABC):
         """Free models and resources at the end of a batch."""
 
 
-def line_crop(image: Image.Image, line: dict, margin: float = 0.15) -> Image.Image:
+CROP_MARGIN = 0.15  # of a line's thickness (its shorter side), around its box
+
+
+def line_crop(image: Image.Image, line: dict, margin: float = CROP_MARGIN) -> Image.Image:
     """A line's box with a margin of `margin` times its thickness (the shorter side) around it."""
     x0, y0, x1, y1 = (float(line[k]) for k in ("x0", "y0", "x1", "y1"))
     pad = margin * min(x1 - x0, y1 - y0)
     return image.crop((max(0, int(x0 - pad)), max(0, int(y0 - pad)),
                        min(image.width, int(x1 + pad) + 1), min(image.height, int(y1 + pad) + 1)))
+
+
+def line_crop_size(line: dict, margin: float = CROP_MARGIN) -> tuple[int, int]:
+    """The largest `line_crop` of `line` can be (before the page's edges cut it), without the page."""
+    w, h = float(line["x1"]) - float(line["x0"]), float(line["y1"]) - float(line["y0"])
+    pad = margin * min(w, h)
+    return int(w + 2 * pad) + 2, int(h + 2 * pad) + 2
 
 
 def reread_element(line: dict, text: str, confidence: float | None) -> Element:

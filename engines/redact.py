@@ -37,6 +37,48 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
     return text
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str | None, secrets: list[str] | None = None) -> str | None:
+    """Text from an engine as the dataset keeps it: secrets out (`redact`), and lone surrogates (which
+    JSON allows and no UTF-8 file can hold) as U+FFFD."""
+    if not text:
+        return text
+    return LONE_SURROGATE.sub("\ufffd", redact(str(text), secrets))
+
+
+def url_secrets(url: str) -> list[str]:
+    """What in `url` is a credential: the user and password of `user:password@host`, and the values
+    of query parameters named like secrets (`?api_key=...`, `&token=...`); `api-version=` is not."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        found = [v for v in (parts.username, parts.password) if v]
+    except ValueError:  # not a URL at all: the client refuses it on its own
+        return []
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if v and SECRET_NAME.search(k)]
+    return found
+
+
+def public_url(url: str) -> str:
+    """`url` as a log or a dataset may show it: scheme and userinfo dropped, secret query values masked."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+    except ValueError:
+        return MASK
+    shown = host + parts.path + (f"?{parts.query}" if parts.query else "")
+    for secret in url_secrets(url):
+        shown = shown.replace(secret, MASK)
+    return shown
+
+
 def error_text(error: BaseException | str, secrets: list[str] | None = None, limit: int = MAX_ERROR_CHARS) -> str:
     """An error (or its message) as a page row or a log may hold it: secrets out, then cut to `limit`
     characters (scrubbed before the cut, so that a cut key cannot slip past)."""

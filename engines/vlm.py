@@ -31,7 +31,7 @@ from PIL import Image
 
 from engines.base import Engine, check_reading, hashed_as_rtl_flag, line_crop, old_rtl_flag, reads_rtl, reread_element
 from engines.contract import ConfigError, EngineError, TransientError
-from engines.redact import error_text
+from engines.redact import error_text, public_url, url_secrets
 from engines.contract import Element, PageResult
 
 KEY_ENVS = ("OPENROUTER_API_KEY", "OPENAI_API_KEY")
@@ -39,6 +39,10 @@ CROP_PROMPT = "Transcribe the text in this image exactly as written. Output only
 OPENROUTER = "https://openrouter.ai/api/v1"
 
 MAX_ERROR_CHARS = 300  # of an API's error body kept in a page's error (after redaction)
+CROP_MAX_TOKENS = 128  # a line's transcription; also what a runaway answer on a crop may be billed
+# The most tokens an image can become: one per 14x14 patch (ViT patches before any merging;
+# Qwen merges 2x2, Gemma and tiled encoders use fewer), plus the chat template's own.
+PATCH_PX, TEMPLATE_TOKENS = 14, 256
 
 
 @dataclass
@@ -98,6 +102,20 @@ class VlmEngine(Engine):
     @classmethod
     def model(cls, options=None) -> str | None:
         return (options.model if options is not None else None) or cls.default_model
+
+    @classmethod
+    def usage_bound(cls, options, width: int, height: int, crop: bool = False) -> tuple[int, int]:
+        scale = min(1.0, options.max_side / max(1, width, height))
+        w, h = max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+        if not crop:  # the family may round the size it sends up (Qwen: to multiples of 28)
+            w, h = w + 28, h + 28
+        prompt = CROP_PROMPT if crop else (options.prompt or cls.prompt)
+        image = math.ceil(w / PATCH_PX) * math.ceil(h / PATCH_PX)
+        return image + len(prompt.encode()) + TEMPLATE_TOKENS, cls.max_tokens_for(options, crop)
+
+    @staticmethod
+    def max_tokens_for(options, crop: bool) -> int:
+        return min(options.max_tokens, CROP_MAX_TOKENS) if crop else options.max_tokens
     default_coords: str = "pixels"
     prompt: str = ""
 
@@ -106,13 +124,19 @@ class VlmEngine(Engine):
         options = super().parse_options(raw)
         options.model = options.model or cls.default_model
         options.coords = options.coords or cls.default_coords
+        if url_secrets(options.base_url):
+            # The options travel in every task and name the run; a key there would reach job files,
+            # logs and the dataset's engine_version.
+            raise ConfigError(f"base_url={public_url(options.base_url)!r} carries credentials (user:password@ or a "
+                              "key in its query): give the key in the environment instead (api_key_env=NAME, sent "
+                              "as a Bearer token), never in the URL")
         return options
 
     @classmethod
     def check(cls, options) -> None:
         if not _api_key(options) and "127.0.0.1" not in options.base_url and "localhost" not in options.base_url:
             names = options.api_key_env or " or ".join(KEY_ENVS)
-            raise ConfigError(f"no API key for {options.base_url}: set {names} in the environment (or api_key=)")
+            raise ConfigError(f"no API key for {public_url(options.base_url)}: set {names} in the environment (or api_key=)")
 
     def __init__(self, options: VlmOptions):
         super().__init__(options)
@@ -129,7 +153,7 @@ class VlmEngine(Engine):
             self._detector = TextDetector()
 
     def version(self) -> str:
-        v = f"{self.name} {self.options.model} @ {re.sub(r'^https?://', '', self.options.base_url)}"
+        v = f"{self.name} {self.options.model} @ {public_url(self.options.base_url)}"
         return f"{v}; crops from {self._detector.version}" if self._detector else v
 
     # -- image ----------------------------------------------------------------------------
@@ -155,7 +179,7 @@ class VlmEngine(Engine):
         return w, h
 
     # -- request --------------------------------------------------------------------------
-    def ask(self, image_bytes: bytes, mime: str, prompt: str | None = None):
+    def ask(self, image_bytes: bytes, mime: str, prompt: str | None = None, max_tokens: int | None = None):
         import openai
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -176,11 +200,11 @@ class VlmEngine(Engine):
                                     retry=retry_if_exception(_is_transient), reraise=True):
                 with attempt:
                     return self._client.chat.completions.create(
-                        model=self.options.model, messages=messages, max_tokens=self.options.max_tokens,
+                        model=self.options.model, messages=messages, max_tokens=max_tokens or self.options.max_tokens,
                         temperature=self.options.temperature, **kwargs)
         except openai.APIStatusError as exc:
             status = exc.status_code
-            message = self._scrub(f"{self.options.base_url} answered HTTP {status}: {_status_text(exc)}")
+            message = self._scrub(f"{public_url(self.options.base_url)} answered HTTP {status}: {_status_text(exc)}")
             if status == 429:
                 raise TransientError(f"rate limited after {self.options.api_retries} retries: {message}", kind="rate_limited") from None
             if status >= 500 or status in (408, 409):
@@ -191,7 +215,7 @@ class VlmEngine(Engine):
             raise TransientError(f"no answer within timeout={self.options.timeout:g} s, "
                                  f"{self.options.api_retries} retries", kind="api_timeout") from None
         except openai.APIConnectionError as exc:
-            raise TransientError(self._scrub(f"cannot reach {self.options.base_url}: {exc}"), kind="api_unreachable") from None
+            raise TransientError(self._scrub(f"cannot reach {public_url(self.options.base_url)}: {exc}"), kind="api_unreachable") from None
         except openai.APIResponseValidationError as exc:
             raise EngineError(self._scrub(f"the API's response is not valid: {exc}"), kind="bad_answer") from None
         except json.JSONDecodeError as exc:
@@ -203,16 +227,17 @@ class VlmEngine(Engine):
 
     def _answer(self, image: Image.Image, prompt: str | None = None):
         """Send one image; return (answer text, choice, response, size sent). Bad answers raise."""
-        data, mime, sent = self.prepare(image, boxes=prompt is None)  # a line's crop comes back as text only
-        response = self.ask(data, mime, prompt)
+        crop = prompt is not None  # a line's crop comes back as text only
+        data, mime, sent = self.prepare(image, boxes=not crop)
+        response = self.ask(data, mime, prompt, self.max_tokens_for(self.options, crop))
         choices = getattr(response, "choices", None) or []
         if not choices:
             raise EngineError("the API returned no choices", kind="bad_answer")
         choice = choices[0]
         answer = (choice.message.content or "") if choice.message else ""
         if choice.finish_reason == "length":
-            raise EngineError(f"answer cut off at max_tokens={self.options.max_tokens} (finish_reason=length); "
-                              "raise max_tokens= or lower max_side=", kind="truncated")
+            raise EngineError(f"answer cut off at max_tokens={self.max_tokens_for(self.options, crop)} "
+                              "(finish_reason=length); raise max_tokens= or lower max_side=", kind="truncated")
         if not answer.strip():
             raise EngineError(f"empty answer (finish_reason={choice.finish_reason})", kind="empty_answer")
         return answer, choice, response, sent
@@ -235,11 +260,23 @@ class VlmEngine(Engine):
                 kw = dict(x0=min(x0, x1) * sx, y0=min(y0, y1) * sy, x1=max(x0, x1) * sx, y1=max(y0, y1) * sy)
             elements.append(Element(text=text, level="line", confidence=conf, block_id=i, line_id=i,
                                     reading_order=i, **kw))
-        usage = getattr(response, "usage", None)
         return PageResult(elements=elements, text="\n".join(t for t, _ in lines), usage={
-            "prompt_tokens": getattr(usage, "prompt_tokens", None), "completion_tokens": getattr(usage, "completion_tokens", None),
+            **self.counted(response, self.usage_bound(self.options, *image.size)),
             "sent_width": sent[0], "sent_height": sent[1], "model": self.options.model,
         })
+
+    @staticmethod
+    def counted(response, bound: tuple[int, int]) -> dict:
+        """The tokens an answer reports, where they are believable (whole numbers from 0 to the
+        request's bound), and the tokens billed: those, else the bound (usage missing, negative,
+        not a number, or past what the request could cost)."""
+        usage = getattr(response, "usage", None)
+        reported = [getattr(usage, key, None) for key in ("prompt_tokens", "completion_tokens")]
+        sane = all(type(v) is int and 0 <= v <= most for v, most in zip(reported, bound))
+        prompt, completion = reported if sane else (None, None)
+        billed = reported if sane else list(bound)
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "billed_prompt_tokens": billed[0], "billed_completion_tokens": billed[1]}
 
     def _read_crops(self, image: Image.Image) -> PageResult:
         """vlm_mode=crops: the detector's lines, each read by the model; boxes from the detector."""
@@ -255,11 +292,14 @@ class VlmEngine(Engine):
     def read_lines(self, image: Image.Image, lines: list[dict]) -> PageResult:
         """Each line's crop sent with the transcription prompt: one small request a line."""
         elements = []
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "model": self.options.model}
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "billed_prompt_tokens": 0, "billed_completion_tokens": 0,
+                 "model": self.options.model}
         for line in lines:
-            answer, choice, response, _ = self._answer(line_crop(image, line), CROP_PROMPT)
-            for key in ("prompt_tokens", "completion_tokens"):
-                usage[key] += getattr(getattr(response, "usage", None), key, 0) or 0
+            crop = line_crop(image, line)
+            answer, choice, response, _ = self._answer(crop, CROP_PROMPT)
+            for key, value in self.counted(response, self.usage_bound(self.options, *crop.size, crop=True)).items():
+                # a line without believable usage leaves the page's reported total unknown
+                usage[key] = None if value is None or usage[key] is None else usage[key] + value
             elements.append(reread_element(line, " ".join(answer.split()), _confidence(choice)))
         return PageResult(elements=elements, text="\n".join(e.text for e in elements), usage=usage)
 

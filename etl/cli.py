@@ -29,6 +29,22 @@ EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 3, 2, 130
 console = Console(stderr=True)
 out_console = Console()
 
+# Characters a terminal acts on instead of showing: C0 and C1 controls (ESC starts the sequences
+# that move the cursor, set the title or write the clipboard) and the bidirectional overrides
+# that reorder what is shown. Text from pages, models, manifests and errors is shown with these
+# spelled out (`\x1b`), never sent raw. Newlines and tabs stay.
+TERMINAL_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]} | {
+    c: f"\\u{c:04x}" for c in [0x200e, 0x200f, *range(0x202a, 0x202f), *range(0x2066, 0x206a)]}
+
+
+def shown(value) -> str:
+    """`value` as text that is safe to print to a terminal (see TERMINAL_ESCAPES)."""
+    return str(value).translate(TERMINAL_ESCAPES)
+
+
+def warn(message: str) -> None:
+    console.print(Text.assemble(("warning: ", "bold yellow"), shown(message)), soft_wrap=True)
+
 
 def parse_kv(args: list[str]) -> dict[str, str]:
     try:
@@ -50,7 +66,7 @@ def cmd_ocr(kv: dict[str, str]) -> int:
     live = console.is_terminal if run.progress is None else run.progress
     progress = RunProgress(live)
     callbacks = dict(on_start=progress.start, on_batch=progress.batch,
-                     on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
+                     on_warning=warn)
     try:
         if run.cascade:
             return _cascade(run, engine_options, callbacks, progress, kv)
@@ -164,7 +180,7 @@ def print_text(s, n: int, lines: int = 6, width: int = 100, best: bool = False) 
                            "order by page_id limit ?", [s.engine, s.config_hash, n]).fetchall()
         con.close()
     except Exception as exc:  # a preview must never turn a finished run into a failure
-        console.print(f"(no text preview: {type(exc).__name__}: {exc})")
+        console.print(Text(shown(f"(no text preview: {type(exc).__name__}: {exc})")))
         return
     table = Table(title=f"text of {len(rows)} pages (show=N for more, show=0 for none)", title_justify="left",
                   show_lines=True)
@@ -173,7 +189,7 @@ def print_text(s, n: int, lines: int = 6, width: int = 100, best: bool = False) 
     for pid, text in rows:
         body = [t for t in (text or "").splitlines() if t.strip()]
         more = f"\n… {len(body) - lines} more line{'s' if len(body) - lines > 1 else ''}" if len(body) > lines else ""
-        table.add_row(pid, Text("\n".join(t[:width] for t in body[:lines]) + more))
+        table.add_row(Text(shown(pid)), Text(shown("\n".join(t[:width] for t in body[:lines]) + more)))
     out_console.print(table)
 
 
@@ -209,7 +225,7 @@ def print_summary(s, kv: dict[str, str]) -> None:
             table.add_row("", f"{s.unrecorded} failed pages have no error row: the output storage failed too; "
                           "the rerun below reads them")
         for ex in s.examples[:3]:
-            table.add_row("", f"{ex['page_id']}: {ex['error']}")
+            table.add_row("", Text(shown(f"{ex['page_id']}: {ex['error']}")))
         rerun = " ".join(shlex.quote(f"{k}={v}") for k, v in kv.items() if k != "force")
         table.add_row("rerun", f"just ocr {rerun}   (retries only the failed pages)")
     table.add_row("look", f"just query out={shlex.quote(s.out)} sql=\"select page_id, left(text, 60) from page_text\"")
@@ -281,7 +297,7 @@ def cmd_query(kv: dict[str, str]) -> int:
     fs, path = storage.url_to_fs(out)
     if not fs.exists(path):
         raise UsageError(f"no dataset at out={out}: nothing has been written there yet")
-    con = connect(out, on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
+    con = connect(out, on_warning=warn)
     try:
         rel = con.sql(sql)
         if rel is None:
@@ -297,6 +313,8 @@ def cmd_query(kv: dict[str, str]) -> int:
         con.close()
     import polars as pl
 
+    controls, spelled = [chr(c) for c in TERMINAL_ESCAPES], list(TERMINAL_ESCAPES.values())
+    df = df.with_columns(pl.col(pl.String).str.replace_many(controls, spelled))
     with pl.Config(tbl_rows=int(kv.get("rows", 50)), fmt_str_lengths=int(kv.get("width", 80)), tbl_width_chars=200):
         print(df)
     return EXIT_OK
@@ -313,7 +331,7 @@ def cmd_search(kv: dict[str, str]) -> int:
     if not fs.exists(path):
         raise UsageError(f"no dataset at out={kv['out']}: nothing has been written there yet")
     hits = search(kv["out"], kv["q"], limit=int(kv.get("limit", 10)), engine=kv.get("engine") or None,
-                  on_warning=lambda w: console.print(Text.assemble(("warning: ", "bold yellow"), w), soft_wrap=True))
+                  on_warning=warn)
     if hits.is_empty():
         console.print(f"no line matches {kv['q']!r}")
         return EXIT_OK
@@ -322,7 +340,7 @@ def cmd_search(kv: dict[str, str]) -> int:
         table.add_column(col, no_wrap=col != "line")
     for r in hits.iter_rows(named=True):
         box = "" if r["x0"] is None else f"{r['x0']:.0f}, {r['y0']:.0f}, {r['x1']:.0f}, {r['y1']:.0f}"
-        table.add_row(r["page_id"], r["engine"], f"{r['score']:.2f}", Text(r["text"]), box)
+        table.add_row(Text(shown(r["page_id"])), r["engine"], f"{r['score']:.2f}", Text(shown(r["text"])), box)
     out_console.print(table)
     return EXIT_OK
 
@@ -332,7 +350,8 @@ def cmd_export(kv: dict[str, str]) -> int:
 
     if not kv.get("out") or not kv.get("format") or not kv.get("dest"):
         raise UsageError(f"export needs out=DATASET format={'|'.join(FORMATS)} dest=FOLDER_OR_PREFIX\n{usage()}")
-    s = export(kv["out"], kv["format"], kv["dest"], engine=kv.get("engine") or None, title=kv.get("title") or None)
+    s = export(kv["out"], kv["format"], kv["dest"], engine=kv.get("engine") or None, title=kv.get("title") or None,
+               on_warning=warn)
     console.print(f"{s.pages} pages -> {len(s.files)} {s.format} file(s) under {kv['dest']}")
     return EXIT_OK
 
@@ -342,7 +361,7 @@ def cmd_embed(kv: dict[str, str]) -> int:
 
     if not kv.get("out"):
         raise UsageError(f"embed needs out=DATASET\n{usage()}")
-    n = embed_pages(kv["out"], engine=kv.get("engine") or None)
+    n = embed_pages(kv["out"], engine=kv.get("engine") or None, on_warning=warn)
     console.print(f"{n} page vectors ({HASHED_MODEL}) -> {kv['out']}/embeddings; nearest pages: "
                   f"just query out={kv['out']} file=sql/join_embeddings.sql")
     return EXIT_OK
@@ -477,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         check_keys(argv[0], kv)
         return COMMANDS[argv[0]].run(kv)
     except UsageError as exc:
-        console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+        console.print(Text.assemble(("error: ", "bold red"), shown(exc)), soft_wrap=True)
         return EXIT_USAGE
 
 

@@ -2,7 +2,8 @@
 OpenAI chat-completions protocol. It recognises which known page an image shows
 (by a tiny thumbnail) and answers with that page's transcript in the model
 family's real format, boxes in that family's coordinates. Scripted faults: 429
-with Retry-After, 5xx, slow answers, malformed JSON bodies, finish_reason=length.
+with Retry-After, 5xx, slow answers, malformed JSON bodies, finish_reason=length, a lone
+surrogate in the text, and any usage (none, negative, not a number, absurd).
 """
 
 from __future__ import annotations
@@ -176,13 +177,23 @@ class FakeVLM:
                 if fault and fault[0] == "badjson":
                     return self._send(200, b'{"id": "x", "choices": [ {"message": ')
                 text = "" if fault and fault[0] == "empty" else fake.answer(family, pid, img.size)
+                if fault and fault[0] == "raw":  # the model's answer, whatever it is
+                    text = fault[1]
+                if fault and fault[0] == "surrogate":  # JSON may carry half a UTF-16 pair; no UTF-8 file can
+                    text = text.replace('"text": "', '"text": "\udc80', 1) if '"text": "' in text else text + "\udc80"
                 finish = "length" if fault and fault[0] == "length" else "stop"
+                usage = {"prompt_tokens": 1000 + img.size[0] * img.size[1] // 784, "completion_tokens": len(text) // 4,
+                         "total_tokens": 0}
+                if fault and fault[0] == "usage":  # what the API says it billed: None leaves usage out
+                    usage = fault[1](usage) if callable(fault[1]) else fault[1]
+                with fake.lock:
+                    fake.requests[-1]["usage"] = usage
                 reply = {
                     "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                    "usage": {"prompt_tokens": 1000 + img.size[0] * img.size[1] // 784, "completion_tokens": len(text) // 4,
-                              "total_tokens": 0},
                 }
+                if usage is not None:
+                    reply["usage"] = usage
                 self._send(200, json.dumps(reply).encode())
 
         return Handler

@@ -236,20 +236,19 @@ def test_local_runtime_imports_what_the_jobs_engine_names_before_forking(tmp_pat
 
 
 def test_costliest_batches_go_first_when_the_images_are_local_files(tmp_path):
-    from etl.dataset.tasks import BatchTask
+    from etl.run.job import TaskList
 
     sizes = [10, 5000, 300, 5000, 40_000]
     for i, n in enumerate(sizes):
         (tmp_path / f"{i}.png").write_bytes(b"x" * n)
 
-    def task(i, uri):
-        return BatchTask(engine="tesseract", options={}, out="o", run_id="r", batch_id=f"b{i}", config_hash="h",
-                         pages=(PageTask(page_id=str(i), image_uri=uri),))
+    def tasks(uris):  # one page a batch; a task is named by its page id
+        frame = pl.DataFrame({"page_id": [f"b{i}" for i, _ in uris], "image_uri": [u for _, u in uris]})
+        return TaskList(plan.make_batches(frame, 1, "tesseract", "h"), lambda b: b.rows["page_id"][0])
 
-    local = [task(i, str(tmp_path / f"{i}.png")) for i in range(len(sizes))]
-    local.append(task(9, str(tmp_path / "missing.png")))  # fails fast: last
-    assert [t.batch_id for t in plan.costliest_first(local)] == ["b4", "b1", "b3", "b2", "b0", "b9"]
+    local = [(i, str(tmp_path / f"{i}.png")) for i in range(len(sizes))] + [(9, str(tmp_path / "missing.png"))]
+    assert list(plan.costliest_first(tasks(local))) == ["b4", "b1", "b3", "b2", "b0", "b9"]  # missing: fails fast, last
     # file:// URIs are local files too; an object store keeps manifest order (a stat is a request)
-    assert plan.costliest_first([task(0, f"file://{tmp_path}/0.png"), task(4, f"file://{tmp_path}/4.png")])[0].batch_id == "b4"
-    remote = [task(0, str(tmp_path / "0.png")), task(1, "s3://bucket/1.png")]
-    assert plan.costliest_first(remote) == remote
+    assert plan.costliest_first(tasks([(0, f"file://{tmp_path}/0.png"), (4, f"file://{tmp_path}/4.png")]))[0] == "b4"
+    remote = tasks([(0, str(tmp_path / "0.png")), (1, "s3://bucket/1.png")])
+    assert list(plan.costliest_first(remote)) == ["b0", "b1"]

@@ -56,8 +56,10 @@ def estimate_cascade(pages: int, stages: list[str], when: str | None = None, out
     page_share = DEFAULT_PAGE_SHARE if pages_when else 0.0
     tokens: dict[tuple[str, str], tuple[float, float]] = {}  # (engine, "line" | "page") -> tokens
     if out:
-        from etl.dataset.views import connect
+        from etl.dataset.views import condition, connect
 
+        when = condition(when, "when") if when else None
+        pages_when = condition(pages_when, "pages_when") if pages_when else None
         con = connect(out, on_warning=lambda w: None)
         try:
             kept = ""  # with pages_when, lines are measured on the pages it does not send whole

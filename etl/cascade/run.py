@@ -23,6 +23,7 @@ from etl.run.job import Reread, RunSummary, run_ocr
 from etl.run.options import RunOptions
 from etl.errors import ConfigError
 from etl.dataset.manifest import ID, URI, load_manifest, pages_from
+from etl.dataset.views import condition
 from etl.cascade.routes import (  # noqa: F401  (the cascade's routes, re-exported for its callers)
     CALIBRATED_THRESHOLD, UNCALIBRATED_THRESHOLD, default_routes, default_when, doubtful_pages_below, stage_lang)
 
@@ -105,7 +106,7 @@ def _over_reading(out: str, reading: str, page_ids: pl.Series, sql: str, conditi
 def _doubtful(when: str) -> str:
     """The lines of the reading $engine:$cfg (with a box, to crop) whose best reading so far meets `when`."""
     return ("SELECT * FROM best_lines WHERE base_engine = $engine AND base_config_hash = $cfg AND x0 IS NOT NULL "
-            f"AND ({when})")
+            f"AND ({condition(when, 'when')})")
 
 
 def doubtful_lines(out: str, reading: str, when: str, page_ids: pl.Series) -> tuple[pl.DataFrame, dict[str, list[dict]]]:
@@ -129,7 +130,8 @@ def doubtful_pages(out: str, reading: str, pages_when: str, page_ids: pl.Series)
     return _over_reading(
         out, reading, page_ids,
         "SELECT t.page_id, t.image_uri FROM best_text t JOIN _cascade_pages USING (page_id) "
-        f"WHERE t.engine = $engine AND t.config_hash = $cfg AND ({pages_when}) ORDER BY t.page_id",
+        f"WHERE t.engine = $engine AND t.config_hash = $cfg AND ({condition(pages_when, 'pages_when')}) "
+        "ORDER BY t.page_id",
         pages_when, "pages_when")
 
 

@@ -19,7 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from etl.dataset import storage
 from etl.errors import ManifestError
-from etl.dataset.schema import ID, RESERVED, URI
+from etl.dataset.schema import ID, RESERVED, URI, extra_name
 
 ALIASES = {ID: ("canonical_id",), URI: ("absolute_image_path", "image_path")}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif", ".bmp", ".jp2"}
@@ -89,8 +89,14 @@ def check_manifest(lf: pl.LazyFrame, uri: str, warnings: list[str] | None = None
             lf = lf.rename({found: col})
             columns = [col if c == found else c for c in columns]
     extras = [c for c in columns if c not in (ID, URI) and c not in RESERVED]
+    renamed = {c: extra_name(c) for c in extras if extra_name(c) != c and extra_name(c) not in columns}
+    if renamed and warnings is not None:
+        warnings.append(f"{uri}: manifest column(s) {', '.join(repr(c) for c in renamed)} kept as "
+                        f"{', '.join(repr(n) for n in renamed.values())}: the views use those names themselves")
+    extras = [c for c in extras if extra_name(c) == c or c in renamed]
     try:
-        df = lf.select(pl.col(ID).cast(pl.String), pl.col(URI).cast(pl.String).str.strip_chars(), *extras).collect()
+        df = lf.select(pl.col(ID).cast(pl.String), pl.col(URI).cast(pl.String).str.strip_chars(),
+                       *[pl.col(c).alias(renamed.get(c, c)) for c in extras]).collect()
     except pl.exceptions.NoDataError:
         raise ManifestError(f"{uri}: the file is empty (no header, no rows)") from None
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
@@ -261,14 +267,15 @@ def pages_from(dataset: str, where: str | None = None, warnings: list[str] | Non
     import duckdb
 
     from etl.dataset import storage
-    from etl.dataset.views import connect
+    from etl.dataset.views import condition, connect
 
     fs, path = storage.url_to_fs(dataset)
     if not fs.exists(path):
         raise ManifestError(f"from={dataset}: no dataset there")
+    chosen = condition(where or "true")
     con = connect(dataset, on_warning=lambda w: None)
     try:
-        df = con.sql(f"select page_id, any_value(image_uri) as image_uri from pages where ({where or 'true'}) "
+        df = con.sql(f"select page_id, any_value(image_uri) as image_uri from pages where ({chosen}) "
                      "group by page_id order by page_id").pl()
     except duckdb.Error as exc:
         raise ManifestError(f"where={where!r} over the pages of {dataset}: {exc}") from None

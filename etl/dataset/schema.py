@@ -88,6 +88,18 @@ EMBEDDING_SCHEMA = pa.schema([("page_id", pa.string()), ("engine", pa.string()),
 # Columns the pipeline owns: a manifest column with one of these names is not
 # carried over as an extra column (it would shadow ours).
 RESERVED = {name for name, _ in PAGE_COLUMNS}
+# Names the views in sql/ compute beside the page columns (a test keeps this list whole), and any
+# name starting with "_" (the views' own working columns): a manifest column named so is kept
+# under `manifest_<name>`, since the views' `SELECT *` would otherwise give two columns one name
+# (a `_rank` column once emptied `pages` and `best_text`).
+VIEW_COLUMNS = {"_rank", "at", "base_confidence", "confidence", "base_config_hash", "base_engine", "base_text", "engines",
+                "line_no", "n_lines", "reread"}
+EXTRA_PREFIX = "manifest_"
+
+
+def extra_name(column: str) -> str:
+    """The name a manifest's extra column is kept under in the dataset."""
+    return EXTRA_PREFIX + column if column.startswith("_") or column in VIEW_COLUMNS else column
 
 
 def page_table(rows: list[dict], extra_columns: list[str]) -> pa.Table:

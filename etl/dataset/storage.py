@@ -71,10 +71,18 @@ def read_bytes(uri: str, max_bytes: int = 0) -> bytes | None:
 
 
 def _limited(f, max_bytes: int) -> bytes | None:
+    """All of `f` to its end, or None once it passes `max_bytes`. A stream may return less than was
+    asked of one read (fsspec's HTTP stream for a chunked body without Content-Length returns a
+    chunk), so reads go on until one returns nothing."""
     if not max_bytes:
         return f.read()
-    data = f.read(max_bytes + 1)
-    return None if len(data) > max_bytes else data
+    parts, size = [], 0
+    while chunk := f.read(max_bytes + 1 - size):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+    return b"".join(parts)
 
 
 def write_parquet_atomic(table: pa.Table, uri: str) -> None:

@@ -39,7 +39,7 @@ class BatchTask:
     checkpoint: int | None = None  # pages between two writes of the shards
     reread_of: str | None = None  # a cascade stage: the reading whose lines it re-reads
     budget_usd: float | None = None  # what the call may spend on API requests
-    unit_cost_usd: float | None = None  # the dearest request so far (None: not known yet)
+    call_timeout: float | None = None  # seconds Lithops gives the call (how long its lease may last)
 
     @classmethod
     def of(cls, value: BatchTask | dict[str, Any]) -> BatchTask:

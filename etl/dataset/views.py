@@ -72,13 +72,17 @@ def connect(out: str, con: duckdb.DuckDBPyConnection | None = None,
             "union_by_name = true, hive_partitioning = false)" + typed
         )
     con.execute((SQL_DIR / "views.sql").read_text())
-    _embeddings_view(con, out)
+    _embeddings_view(con, out, on_warning or warnings.warn)
     return con
 
 
-def _embeddings_view(con: duckdb.DuckDBPyConnection, out: str) -> None:
-    """`embeddings` (page_id, engine, config_hash, model, vector) from OUT/embeddings/, empty when none."""
-    fs, files = storage.glob_parquet(storage.join(out, EMBEDDINGS_DIR))
+def _embeddings_view(con: duckdb.DuckDBPyConnection, out: str, warn: Callable[[str], None]) -> None:
+    """`embeddings` (page_id, engine, config_hash, model, vector) from OUT/embeddings/, empty when none.
+    A file that cannot be read (truncated, damaged) is left out, named in a warning."""
+    fs, files, damaged = storage.sound_parquet(storage.join(out, EMBEDDINGS_DIR))
+    for path, why in damaged.items():
+        warn(f"damaged embeddings file left out of the `embeddings` view: {path} ({why}); "
+             "write it again (`just embed` for the built-in vectors)")
     if not files:
         con.register("_empty_embeddings", pa.Table.from_pylist([], schema=SCHEMA))
         con.execute("CREATE OR REPLACE VIEW embeddings AS SELECT * FROM _empty_embeddings")
@@ -90,6 +94,18 @@ def _embeddings_view(con: duckdb.DuckDBPyConnection, out: str) -> None:
     names = ", ".join(f"'{_quote(f)}'" for f in files)
     con.execute(f"CREATE OR REPLACE VIEW embeddings AS SELECT * FROM read_parquet([{names}], union_by_name = true, "
                 "hive_partitioning = false)")
+
+
+def condition(sql: str, what: str = "where") -> str:
+    """A user's SQL condition (`where=`, `when=`, `pages_when=`) as one expression, rendered again by
+    DuckDB's parser: several statements (`true; COPY ... TO 'file'`), a parenthesis that closes the
+    query's own, or a comment that cuts the rest are refused (UsageError) before it is run."""
+    from etl.errors import UsageError
+
+    try:
+        return str(duckdb.SQLExpression(sql))
+    except duckdb.Error as exc:
+        raise UsageError(f"{what}={sql!r} is not one SQL condition: {exc}") from None
 
 
 def query(out: str, sql: str):

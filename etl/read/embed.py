@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import unicodedata
+from typing import Callable
 
 import pyarrow as pa
 
@@ -36,12 +37,13 @@ def hashed_vector(text: str, dim: int = DIM) -> list[float]:
     return [v / length for v in vec]
 
 
-def embed_pages(out: str, engine: str | None = None) -> int:
+def embed_pages(out: str, engine: str | None = None, on_warning: Callable[[str], None] | None = None) -> int:
     """Write hashed embeddings of every page read in `out` (optionally one engine's); returns the count.
-    A rerun replaces this model's file, so the table holds one vector per page, engine and options."""
+    A rerun replaces this model's file, so the table holds one vector per page, engine and options.
+    Damaged shards and embeddings files are left out, each named to `on_warning`."""
     from etl.dataset.views import connect
 
-    con = connect(out, on_warning=lambda w: None)
+    con = connect(out, on_warning=on_warning or (lambda w: None))
     try:
         rows = con.execute("select page_id, engine, config_hash, text from page_text where ($e is null or engine = $e) "
                            "order by page_id", {"e": engine}).fetchall()

@@ -13,10 +13,14 @@ written through fsspec, so `dest` may be a local folder or an object-store prefi
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import posixpath
+import re
 import uuid
 from collections.abc import Iterator
+from typing import Callable
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
@@ -68,11 +72,12 @@ def _union(boxes) -> tuple[float, float, float, float]:
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-def iter_pages(out: str, engine: str | None = None, chunk: int = CHUNK_PAGES) -> Iterator[ExportPage]:
+def iter_pages(out: str, engine: str | None = None, chunk: int = CHUNK_PAGES,
+               on_warning: Callable[[str], None] | None = None) -> Iterator[ExportPage]:
     """The pages read of dataset `out` with their blocks, lines and words, by volume then page id."""
     from etl.dataset.views import connect
 
-    con = connect(out, on_warning=lambda w: None)
+    con = connect(out, on_warning=on_warning or (lambda w: None))
     try:
         engines = [r[0] for r in con.execute("select distinct engine || ':' || config_hash from page_text").fetchall()]
         if not engines:
@@ -116,9 +121,11 @@ def _structure(rows: list) -> list[Block]:
     words: dict[int, list[Word]] = {}
     block_boxes: dict[int, tuple] = {}
     for _, level, text, conf, x0, y0, x1, y1, poly, order, block_id, line_id, vertical in rows:
-        if x0 is None or not (text or "").strip():
+        if not _finite(x0, y0, x1, y1) or not (text or "").strip():  # NaN or no box: nowhere to place it
             continue
         box = (float(x0), float(y0), float(x1), float(y1))
+        conf = conf if _finite(conf) else None
+        poly = poly if poly and all(_finite(*pt) for pt in poly) else None
         if level == "line":
             key = line_id if line_id is not None else order
             lines[key] = (block_id if block_id is not None else key,
@@ -137,9 +144,43 @@ def _structure(rows: list) -> list[Block]:
     return [blocks[k] for k in sorted(blocks)]
 
 
+def _finite(*values) -> bool:
+    return all(v is not None and math.isfinite(float(v)) for v in values)
+
+
 # -- writers --------------------------------------------------------------------------------
+MAX_NAME = 80  # characters of a page id or volume kept in a file name (file systems allow 255 bytes)
+
+
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+    """A file name for a page id or volume: letters, digits, '-', '_' and inner '.' only, at most
+    MAX_NAME characters, never '.' or '..'. A name changed on the way ends in a hash of the original,
+    so two ids never share a file ('a/b', 'a_b' and 'a b' become three names)."""
+    kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+    if kept == name and 0 < len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
+    return f"{kept[:MAX_NAME]}-{digest}" if kept else digest
+
+
+# XML 1.0 has no place for most control characters (NUL, ESC, ...), lone surrogates or U+FFFE/FFFF:
+# one of them makes the whole document unreadable. Each becomes U+FFFD.
+NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml(text: str) -> str:
+    """Text for an XML element's content."""
+    return escape(NOT_XML.sub("\ufffd", text))
+
+
+def _xml_attr(text: str) -> str:
+    """Text for an XML attribute, quoted."""
+    return quoteattr(NOT_XML.sub("\ufffd", text))
+
+
+def _json(value) -> str:
+    """JSON as every parser reads it (no NaN or Infinity: _structure keeps none)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def _put(dest: str, rel: str, text: str) -> str:
@@ -159,9 +200,9 @@ def hocr(page: ExportPage) -> str:
            '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">',
            '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="und" lang="und">',
            '<head><title></title><meta http-equiv="Content-Type" content="text/html;charset=utf-8"/>',
-           f'<meta name="ocr-system" content={quoteattr("comic-ocr-etl " + page.engine)}/>',
+           f'<meta name="ocr-system" content={_xml_attr("comic-ocr-etl " + page.engine)}/>',
            '<meta name="ocr-capabilities" content="ocr_page ocr_carea ocr_par ocr_line ocrx_word"/></head><body>',
-           f'<div class="ocr_page" id="page_1" title={quoteattr(f"image {page.image_uri}; bbox 0 0 {page.width} {page.height}; ppageno 0")}>']
+           f'<div class="ocr_page" id="page_1" title={_xml_attr(f"image {page.image_uri}; bbox 0 0 {page.width} {page.height}; ppageno 0")}>']
     n = 0
     for b, block in enumerate(page.blocks, 1):
         bb = " ".join(str(_i(v)) for v in block.box)
@@ -174,7 +215,7 @@ def hocr(page: ExportPage) -> str:
             for k, word in enumerate(line.words, 1):
                 conf = "" if word.confidence is None else f"; x_wconf {_i(word.confidence * 100)}"
                 wb = " ".join(str(_i(v)) for v in word.box)
-                out.append(f'<span class="ocrx_word" id="word_1_{n}_{k}" title="bbox {wb}{conf}">{escape(word.text)}</span>')
+                out.append(f'<span class="ocrx_word" id="word_1_{n}_{k}" title="bbox {wb}{conf}">{_xml(word.text)}</span>')
             out.append("</span>")
         out.append("</p></div>")
     out.append("</div></body></html>")
@@ -195,9 +236,9 @@ def alto(page: ExportPage) -> str:
            f'<alto xmlns="{ALTO_NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
            f'xsi:schemaLocation="{ALTO_NS} http://www.loc.gov/alto/v4/alto-4-4.xsd">',
            "<Description><MeasurementUnit>pixel</MeasurementUnit>",
-           f"<sourceImageInformation><fileName>{escape(page.image_uri)}</fileName></sourceImageInformation>",
+           f"<sourceImageInformation><fileName>{_xml(page.image_uri)}</fileName></sourceImageInformation>",
            f"<OCRProcessing ID=\"ocr_1\"><ocrProcessingStep><processingSoftware><softwareName>comic-ocr-etl "
-           f"{escape(page.engine)}</softwareName></processingSoftware></ocrProcessingStep></OCRProcessing>",
+           f"{_xml(page.engine)}</softwareName></processingSoftware></ocrProcessingStep></OCRProcessing>",
            "</Description><Layout>",
            f'<Page ID="page_1" PHYSICAL_IMG_NR="1" WIDTH="{page.width}" HEIGHT="{page.height}">',
            f'<PrintSpace HPOS="0" VPOS="0" WIDTH="{page.width}" HEIGHT="{page.height}">']
@@ -215,7 +256,7 @@ def alto(page: ExportPage) -> str:
                 if k:
                     out.append("<SP/>")
                 wwc = "" if word.confidence is None else f' WC="{word.confidence:.3f}"'
-                out.append(f'<String ID="string_{n}_{k + 1}" {pos(word.box)} CONTENT={quoteattr(word.text)}{wwc}/>')
+                out.append(f'<String ID="string_{n}_{k + 1}" {pos(word.box)} CONTENT={_xml_attr(word.text)}{wwc}/>')
             out.append("</TextLine>")
         out.append("</TextBlock>")
     out.append("</PrintSpace></Page></Layout></alto>")
@@ -256,14 +297,16 @@ class ExportSummary:
     files: list[str]
 
 
-def export(out: str, fmt: str, dest: str, engine: str | None = None, title: str | None = None) -> ExportSummary:
-    """Write dataset `out` as `fmt` under `dest`; returns what was written."""
+def export(out: str, fmt: str, dest: str, engine: str | None = None, title: str | None = None,
+           on_warning: Callable[[str], None] | None = None) -> ExportSummary:
+    """Write dataset `out` as `fmt` under `dest`; returns what was written. Damaged shards are left
+    out, each named to `on_warning`."""
     if fmt not in FORMATS:
         raise UsageError(f"format={fmt!r}: one of {', '.join(FORMATS)}")
     fs, path = storage.url_to_fs(out)
     if not fs.exists(path):
         raise UsageError(f"no dataset at out={out}")
-    pages = iter_pages(out, engine)
+    pages = iter_pages(out, engine, on_warning=on_warning)
     files: list[str] = []
     n = 0
     if fmt in ("alto", "hocr"):
@@ -276,7 +319,7 @@ def export(out: str, fmt: str, dest: str, engine: str | None = None, title: str 
     elif fmt == "jsonl":
         with _Stream(dest, "pages.jsonl") as f:
             for page in pages:
-                f.write(json.dumps(jsonl_row(page), ensure_ascii=False) + "\n")
+                f.write(_json(jsonl_row(page)) + "\n")
                 n += 1
         files.append(storage.join(dest, "pages.jsonl"))
     elif fmt == "mokuro":
@@ -321,9 +364,9 @@ def _export_mokuro(pages: Iterator[ExportPage], dest: str, title: str | None) ->
             f = stream.__enter__()
             head = {"version": "0.2.1", "title": series, "title_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, series)),
                     "volume": volume, "volume_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{series}/{volume}"))}
-            f.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "pages": [')
+            f.write(_json(head)[:-1] + ', "pages": [')
             files.append(storage.join(dest, f"{_safe(volume)}.mokuro"))
-        f.write(("" if first else ", ") + json.dumps(mokuro_page(page), ensure_ascii=False))
+        f.write(("" if first else ", ") + _json(mokuro_page(page)))
         first = False
         n += 1
     if stream:
@@ -342,19 +385,19 @@ def _export_coco(pages: Iterator[ExportPage], dest: str) -> int:
             tempfile.TemporaryFile("w+", encoding="utf-8") as anns:
         for page in pages:
             n += 1
-            images.write(("," if n > 1 else "") + json.dumps(
+            images.write(("," if n > 1 else "") + _json(
                 {"id": n, "file_name": page.image_uri, "width": page.width, "height": page.height,
-                 "page_id": page.page_id}, ensure_ascii=False))
+                 "page_id": page.page_id}))
             for block in page.blocks:
                 for line in block.lines:
                     ann_id += 1
                     x0, y0, x1, y1 = line.box
                     poly = line.polygon or [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
-                    anns.write(("," if ann_id > 1 else "") + json.dumps(
+                    anns.write(("," if ann_id > 1 else "") + _json(
                         {"id": ann_id, "image_id": n, "category_id": 1, "iscrowd": 0,
                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
                          "segmentation": [[c for p in poly for c in p]], "text": line.text,
-                         "confidence": line.confidence, "vertical": line.vertical}, ensure_ascii=False))
+                         "confidence": line.confidence, "vertical": line.vertical}))
         with _Stream(dest, "annotations.json") as f:
             f.write('{"info": {"description": "comic-ocr-etl text lines"}, "categories": '
                     '[{"id": 1, "name": "text_line", "supercategory": "text"}], "images": [')

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -70,39 +71,65 @@ def _index_table(elements: pa.Table) -> pa.Table:
 class Refresh:
     indexed: int  # shards indexed now (new or rewritten)
     kept: int  # shards whose index was already current
-    dropped: int  # index files of shards that are gone
+    dropped: int  # index files of shards that are gone (or damaged)
+    files: list[str] = field(default_factory=list)  # the sound index files, as the index's filesystem names them
+    memory: list[pa.Table] = field(default_factory=list)  # index tables that could not be saved (a read-only dataset)
 
 
 def refresh_index(out: str, on_warning: Callable[[str], None] | None = None) -> Refresh:
-    """Bring the index of dataset `out` up to date with its elements shards."""
+    """Bring the index of dataset `out` up to date with its elements shards.
+
+    An index file that cannot be read (truncated, damaged) is built again from its shard. Where the
+    index cannot be written (a read-only dataset, a bucket without write access), what it lacks is
+    built in memory for this search (`Refresh.memory`) and the dataset is left as it is."""
+    warn = on_warning or (lambda _: None)
     root = storage.join(out, "elements")
     fs, shards = storage.glob_parquet(root)
     base = storage.url_to_fs(root)[1].rstrip("/")
     index_root = storage.join(out, INDEX_DIR)
     ifs, ibase = storage.url_to_fs(index_root)
     ibase = ibase.rstrip("/")
-    existing = set(storage.glob_parquet(index_root)[1])
-    wanted, indexed, kept = set(), 0, 0
+    _, sound, damaged = storage.sound_parquet(index_root)
+    for path, why in damaged.items():
+        warn(f"search index file damaged, built again from its shard: {path} ({why})")
+    existing = set(sound)
+    refresh = Refresh(0, 0, 0)
+    wanted: set[str] = set()
+    unsaved = None  # why the index cannot be written, once known
     for shard in shards:
         target = ibase + shard[len(base):]
         wanted.add(target)
         if target in existing and _modified(ifs, target) >= _modified(fs, shard):
-            kept += 1
+            refresh.kept += 1
+            refresh.files.append(target)
             continue
         try:
             with fs.open(shard, "rb") as f:
-                table = pq.read_table(f, columns=["text", "page_id", "engine", "run_id", "batch_id", "reading_order",
-                                                  "level"])
-        except Exception as exc:  # a damaged shard (the views leave it out too): the rest is indexed
-            if on_warning:
-                on_warning(f"shard not indexed: {shard} ({type(exc).__name__}: {exc})")
+                table = _index_table(pq.read_table(f, columns=["text", "page_id", "engine", "run_id", "batch_id",
+                                                               "reading_order", "level"]))
+        except Exception as exc:  # a damaged or vanished shard (the views leave it out too): the rest is indexed
+            warn(f"shard not indexed: {shard} ({type(exc).__name__}: {exc})")
             continue
-        storage.write_parquet_atomic(_index_table(table), ifs.unstrip_protocol(target) if _remote(ifs) else target)
-        indexed += 1
-    gone = existing - wanted
-    for path in gone:
-        ifs.rm(path)
-    return Refresh(indexed, kept, len(gone))
+        refresh.indexed += 1
+        if unsaved is None:
+            try:
+                storage.write_parquet_atomic(table, ifs.unstrip_protocol(target) if _remote(ifs) else target)
+                refresh.files.append(target)
+                continue
+            except Exception as exc:  # read-only, no write access, full: search still works, from memory
+                unsaved = f"{type(exc).__name__}: {exc}"
+                warn(f"the search index cannot be saved under {index_root} ({unsaved}): "
+                     "this search indexes the shards it lacks in memory")
+        refresh.memory.append(table)
+    for path in (existing | set(damaged)) - wanted:  # index files of shards that are gone
+        try:
+            ifs.rm_file(path)
+            refresh.dropped += 1
+        except FileNotFoundError:  # another search dropped it first
+            pass
+        except Exception:  # read-only: the views never show their rows (search joins on `elements`)
+            pass
+    return refresh
 
 
 def _remote(fs) -> bool:
@@ -125,28 +152,55 @@ def search(out: str, q: str, limit: int = 10, engine: str | None = None, refresh
     import polars as pl
 
     from etl.errors import UsageError
-    from etl.dataset.views import connect
 
     toks = sorted(set(tokens(q)))
     if not toks:
         raise UsageError(f"q={q!r}: nothing to search for (no words or characters)")
-    if refresh:
-        refresh_index(out, on_warning)
+    for attempt in range(LIST_AGAIN):
+        index = refresh_index(out, on_warning) if refresh else _index_as_is(out, on_warning)
+        if not index.files and not index.memory:
+            return pl.DataFrame()
+        try:
+            hits = _ranked(out, index, toks, engine, limit, on_warning)
+            break
+        except duckdb.IOException:
+            # Another process removed or replaced a shard or an index file between this search's
+            # listing and its reading (a concurrent search dropping the index of removed shards,
+            # a rerun setting a damaged shard aside): list again.
+            if attempt == LIST_AGAIN - 1:
+                raise
+    if hits.is_empty():
+        return hits
+    phrase = normalize(q)
+    bonus = pl.Series([1.0 if phrase and phrase in normalize(t) else 0.0 for t in hits["text"]])
+    return (hits.with_columns((pl.col("bm25") + bonus).round(3).alias("score"))
+            .sort(["score", "page_id", "reading_order"], descending=[True, False, False])
+            .select("page_id", "engine", "score", "matched", "text", "x0", "y0", "x1", "y1", "confidence",
+                    "image_uri")
+            .head(limit))
+
+
+LIST_AGAIN = 3  # listings a search makes when files vanish under it
+
+
+def _index_as_is(out: str, on_warning: Callable[[str], None] | None) -> Refresh:
+    """The stored index without refreshing it: damaged files left out."""
+    _, sound, damaged = storage.sound_parquet(storage.join(out, INDEX_DIR))
+    for path, why in damaged.items():
+        (on_warning or (lambda _: None))(f"search index file damaged, left out: {path} ({why})")
+    return Refresh(0, len(sound), 0, files=sound)
+
+
+def _ranked(out: str, index: Refresh, toks: list[str], engine: str | None, limit: int, on_warning):
+    """The candidate lines, by BM25, with their text, box and page."""
+    from etl.dataset.views import connect
+
     con = connect(out, on_warning=on_warning)
     try:
-        _, files = storage.glob_parquet(storage.join(out, INDEX_DIR))
-        if not files:
-            return pl.DataFrame()
-        fs, _ = storage.url_to_fs(out)
-        if _remote(fs):
-            if not con.filesystem_is_registered(fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol):
-                con.register_filesystem(fs)
-            files = [fs.unstrip_protocol(f) for f in files]
-        names = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW search_index AS SELECT * FROM read_parquet([{names}])")
+        _index_view(con, out, index)
         # BM25 (k1 = 1.2, b = 0.75) over the lines the views show; then a line holding the whole
         # query as a phrase (spaces and punctuation aside) ranks above one with the words apart.
-        hits = con.sql(
+        return con.sql(
             """
             WITH live AS (
                 SELECT i.* FROM search_index i
@@ -175,14 +229,23 @@ def search(out: str, q: str, limit: int = 10, engine: str | None = None, refresh
             """,
             params={"toks": toks, "engine": engine, "pool": max(200, 20 * limit)},
         ).pl()
-        if hits.is_empty():
-            return hits
-        phrase = normalize(q)
-        bonus = pl.Series([1.0 if phrase and phrase in normalize(t) else 0.0 for t in hits["text"]])
-        return (hits.with_columns((pl.col("bm25") + bonus).round(3).alias("score"))
-                .sort(["score", "page_id", "reading_order"], descending=[True, False, False])
-                .select("page_id", "engine", "score", "matched", "text", "x0", "y0", "x1", "y1", "confidence",
-                        "image_uri")
-                .head(limit))
     finally:
         con.close()
+
+
+def _index_view(con, out: str, index: Refresh) -> None:
+    """`search_index`: the saved index files and what was indexed in memory, as one view."""
+    parts = []
+    if index.files:
+        fs, _ = storage.url_to_fs(out)
+        files = index.files
+        if _remote(fs):
+            if not con.filesystem_is_registered(fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol):
+                con.register_filesystem(fs)
+            files = [fs.unstrip_protocol(f) for f in files]
+        names = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        parts.append(f"SELECT * FROM read_parquet([{names}])")
+    if index.memory:
+        con.register("_search_memory", pa.concat_tables(index.memory))
+        parts.append("SELECT * FROM _search_memory")
+    con.execute("CREATE OR REPLACE TEMP VIEW search_index AS " + " UNION ALL ".join(parts))

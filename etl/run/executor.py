@@ -16,6 +16,7 @@ import sysconfig
 import threading
 import uuid
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 
 import yaml
@@ -181,7 +182,9 @@ class LithopsExecutor:
         self.preload = tuple(preload)  # modules the localhost runner imports before it forks (local_runtime)
         self.retried = 0  # failed attempts that were run again, over every map
 
-    def map(self, fn: Callable[[dict], Any], tasks: list[dict]) -> Iterator[tuple[int, Any, BaseException | None]]:
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[tuple[int, Any, BaseException | None]]:
+        """Run `fn` on each task, in Lithops jobs of bounded size submitted as workers free up;
+        yield (index in `tasks`, result, error) as calls complete."""
         import lithops
 
         config = self.config
@@ -202,33 +205,94 @@ class LithopsExecutor:
             # A dict in the map data would be taken as keyword arguments: wrap each.
             # Local workers inherit this environment; cloud workers get the storage settings.
             extra_env = storage_env() if backend_of(self.config) != "localhost" else None
-            # include_modules=None: ship no code. The package is installed where workers run
-            # (this venv locally, the runtime image in the cloud); analysing and pickling its
-            # imports (Polars, PyArrow, ...) cost seconds of start-up on every run.
-            futures = rexec.map(
-                fn, [(t,) for t in tasks], retries=self.retries, extra_env=extra_env or None,
-                timeout=int(self.call_timeout) if self.call_timeout else None, include_modules=None,
-            )
-            index = {id(f): i for i, f in enumerate(futures)}
-            pending = list(futures)
+            jobs = job_slices(tasks, job_data_bytes(self.config))
+            index: dict[int, int] = {}
+            submitted: list = []
+            pending: list = []
+            # Keep every worker busy with a call queued behind it, and no more: a million-page run
+            # holds a few jobs' tasks at a time, not all of them.
+            queued = 2 * workers_of(self.config)
             try:
-                yield from self._wait(rexec, pending, index)
+                while True:
+                    while len(pending) < queued and (job := next(jobs, None)) is not None:
+                        if isinstance(job, TooLarge):
+                            yield job.index, None, job
+                            continue
+                        # include_modules=None: ship no code. The package is installed where workers run
+                        # (this venv locally, the runtime image in the cloud); analysing and pickling its
+                        # imports (Polars, PyArrow, ...) cost seconds of start-up on every run.
+                        futures = rexec.map(
+                            fn, [(tasks[i],) for i in job], retries=self.retries, extra_env=extra_env or None,
+                            timeout=int(self.call_timeout) if self.call_timeout else None, include_modules=None,
+                        )
+                        index.update((id(f), i) for f, i in zip(futures, job))
+                        submitted += futures
+                        pending += futures
+                    if not pending:
+                        return
+                    pending = yield from self._wait(rexec, pending, index)
             finally:  # a retry is a new job: its key is known only now
-                job_keys.update(f.response_future.job_key for f in futures)
+                job_keys.update(f.response_future.job_key for f in submitted)
 
     def _wait(self, rexec, pending: list, index: dict):
+        """Yield what the next poll finds done; return the calls still pending."""
         from lithops.wait import ANY_COMPLETED
 
-        while pending:
-            done, pending = rexec.wait(
-                pending, throw_except=False, return_when=ANY_COMPLETED, show_progressbar=False,
-                # Poll often: a finished batch is reported (and a short job ends) sooner. Locally a
-                # poll lists a folder; in the cloud it is a LIST request on the bucket.
-                wait_dur_sec=0.05 if backend_of(self.config) == "localhost" else 0.2,
-            )
-            for f in done:
-                self.retried += min(getattr(f, "failure_count", 0), self.retries)
-                try:
-                    yield index[id(f)], f.result(), None
-                except Exception as exc:  # this batch failed after its retries
-                    yield index[id(f)], None, exc
+        done, pending = rexec.wait(
+            pending, throw_except=False, return_when=ANY_COMPLETED, show_progressbar=False,
+            # Poll often: a finished batch is reported (and a short job ends) sooner. Locally a
+            # poll lists a folder; in the cloud it is a LIST request on the bucket.
+            wait_dur_sec=0.05 if backend_of(self.config) == "localhost" else 0.2,
+        )
+        for f in done:
+            self.retried += min(getattr(f, "failure_count", 0), self.retries)
+            try:
+                yield index[id(f)], f.result(), None
+            except Exception as exc:  # this batch failed after its retries
+                yield index[id(f)], None, exc
+        return list(pending)
+
+
+class TooLarge(ValueError):
+    """One call's data alone is more than a Lithops job may carry: it is reported, never sent."""
+
+    def __init__(self, index: int, size: int, limit: int):
+        super().__init__(f"this batch's data is {size / 2**20:.1f} MiB, more than the {limit / 2**20:.1f} MiB "
+                         "one Lithops call may carry: give a smaller batch=")
+        self.index = index
+
+
+def job_data_bytes(config: dict) -> int:
+    """The call data one Lithops job may carry: half of Lithops' own limit (`lithops.data_limit`, 4 MiB
+    by default), since Lithops adds its own framing to what it measures."""
+    from lithops.constants import MAX_AGG_DATA_SIZE
+
+    limit = config.get("lithops", {}).get("data_limit", MAX_AGG_DATA_SIZE)
+    return int((limit or MAX_AGG_DATA_SIZE) * 2**20 // 2)
+
+
+MAX_CALLS_PER_JOB = 1000  # a job's calls are listed and polled together: keep each job's list short
+
+
+def job_slices(tasks, limit: int):
+    """The tasks' indices cut into Lithops jobs whose data stays under `limit` bytes.
+
+    Lithops sends one job's data as one object and refuses more than its `data_limit`: a run of
+    some 30,000 pages (or a cascade stage re-reading 2,000 pages' lines) in one map did not start.
+    Each task is measured as it is pickled; one that alone passes the limit is a `TooLarge`."""
+    import pickle
+
+    job: list[int] = []
+    size = 0
+    for i in range(len(tasks)):
+        n = len(pickle.dumps(tasks[i], protocol=pickle.HIGHEST_PROTOCOL))
+        if n > limit:
+            yield TooLarge(i, n, limit)
+            continue
+        if job and (size + n > limit or len(job) >= MAX_CALLS_PER_JOB):
+            yield job
+            job, size = [], 0
+        job.append(i)
+        size += n
+    if job:
+        yield job

@@ -43,10 +43,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     img = ImageOps.exif_transpose(img)
     if img.mode not in ("RGB", "L"):
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            # Transparent areas are paper: composite on white before dropping alpha.
-            rgba = img.convert("RGBA")
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(bg, rgba).convert("RGB")
+            img = _on_white(img)
         elif img.mode.startswith("I;16") or img.mode in ("I", "F"):
             img = ImageOps.autocontrast(img.convert("I").point(lambda v: v / 256).convert("L"))
         elif img.mode == "1":  # a bilevel scan: grey holds it exactly, in a third of RGB's bytes
@@ -54,6 +51,23 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         else:  # CMYK, P, YCbCr...
             img = img.convert("RGB")
     return img
+
+
+BAND_PIXELS = 4_000_000  # pixels composited at a time
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """Transparent areas are paper: the image composited on white, a band of rows at a time. Done
+    whole (a white RGBA page, the composite, then RGB) a 100 MP RGBA page held four copies of itself,
+    2 GB a worker; in bands, the decoded page and the RGB result."""
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+    out = Image.new("RGB", rgba.size, (255, 255, 255))
+    rows = max(1, BAND_PIXELS // max(1, rgba.width))
+    for top in range(0, rgba.height, rows):
+        box = (0, top, rgba.width, min(rgba.height, top + rows))
+        band = rgba.crop(box)
+        out.paste(band.convert("RGB"), box[:2], band.getchannel("A"))
+    return out
 
 
 MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"BM": "BMP"}

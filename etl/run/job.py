@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import polars as pl
@@ -159,6 +160,11 @@ def run_ocr(
     summary = RunSummary(run_id=new_run_id(), out=out, engine=engine, config_hash=cfg_hash, pages_total=df.height,
                          backend=be, workers=workers_of(lconfig), warnings=warnings, budget_usd=max_cost_usd,
                          reread_of=reread and reread.of)
+    if cls.model(options) is not None:  # an earlier run's paid requests still in flight: wait, never pay twice
+        from etl.run import leases
+
+        leases.await_others(out, engine, summary.run_id, set(df[plan.ID].to_list()), on_warning,
+                            longest_s=call_timeout or (page_timeout * (batch or cls.max_batch_size) + 300))
     todo = df if force else plan.pending(df, done_page_ids(out, engine, cfg_hash))
     summary.skipped = df.height - todo.height
     size = batch or plan.planned_batch_size(cls, options, todo.height, summary.workers, be)
@@ -181,36 +187,59 @@ def run_ocr(
             pages = [dataclasses.replace(p, lines=reread.lines[str(p.page_id)]) for p in pages]
         return pages
 
-    tasks = [
-        BatchTask(engine=engine, options=opts, out=out, run_id=summary.run_id, batch_id=b.batch_id,
-                  config_hash=cfg_hash, pages=tuple(pages_of(b)), extra_columns=tuple(extra_columns),
-                  page_timeout=page_timeout, max_pixels=max_pixels, max_bytes=max_bytes, price=price,
-                  client=client, checkpoint=checkpoint or _checkpoint_pages(cls, options),
-                  reread_of=reread and reread.of)
-        for b in batches
-    ]
-    tasks = plan.costliest_first(tasks)
-    summary.lines = sum(len(p.lines or []) for t in tasks for p in t.pages)
     # A call may take its pages' time limits plus start-up; Lithops kills it after.
     timeout = call_timeout or (page_timeout * size + 300)
+
+    def task_of(b) -> BatchTask:
+        return BatchTask(engine=engine, options=opts, out=out, run_id=summary.run_id, batch_id=b.batch_id,
+                         config_hash=cfg_hash, pages=tuple(pages_of(b)), extra_columns=tuple(extra_columns),
+                         page_timeout=page_timeout, max_pixels=max_pixels, max_bytes=max_bytes, price=price,
+                         client=client, checkpoint=checkpoint or _checkpoint_pages(cls, options),
+                         reread_of=reread and reread.of, call_timeout=timeout)
+
+    tasks = plan.costliest_first(TaskList(batches, task_of))
+    if reread is not None:
+        summary.lines = sum(len(reread.lines[str(p)]) for p in todo[plan.ID])
     executor = LithopsExecutor(lconfig, retries=retries, call_timeout=timeout, preload=cls.preload_modules(options))
     if max_cost_usd is None:
         _run_tasks(executor, tasks, summary, retries, on_batch)
     else:  # in waves, each given what is left of the budget
-        spend = Spend(max_cost_usd)
+        spend = Spend(max_cost_usd, most_billed(cls, options, price))
         queue = tasks
         while queue:
             wave, queue = spend.admit(queue, summary.workers)
             if not wave:
                 for task in queue:
                     _account(summary, _record_pages(task, STATUS_PENDING, "budget", (
-                        f"not read: max_cost_usd={max_cost_usd:g} was spent (${spend.spent:.4f}); "
-                        "rerun with a higher one to read it")))
+                        f"not read: max_cost_usd={max_cost_usd:g} was spent (${spend.spent:.4f}) or what is "
+                        "left pays for no page; rerun with a higher one to read it")))
                 break
-            _run_tasks(executor, wave, summary, retries, on_batch, spend.observe)
+            results: list[BatchResult] = []
+            _run_tasks(executor, wave, summary, retries, on_batch, lambda r: (spend.observe(r), results.append(r)))
+            spend.after(results)
     summary.calls_retried = executor.retried
     summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+class TaskList(Sequence):
+    """The run's batch tasks, each made when it is sent: a million-page run never holds a million
+    page tasks. Slicing gives a view of the same kind (the budget's waves take slices)."""
+
+    def __init__(self, batches, make: Callable[[Any], BatchTask], order: range | list[int] | None = None):
+        self.batches, self.make = batches, make
+        self.order = range(len(batches)) if order is None else order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return TaskList(self.batches, self.make, self.order[i])
+        return self.make(self.batches[self.order[i]])
+
+    def reordered(self, order: list[int]) -> TaskList:
+        return TaskList(self.batches, self.make, [self.order[i] for i in order])
 
 
 @dataclass(frozen=True)
@@ -224,35 +253,60 @@ class Reread:
 
 
 class Spend:
-    """A run's budget across waves of calls: what is spent, the dearest request so far, and how much
-    of what is left each call of the next wave may spend (etl.run.worker.Allowance keeps to it)."""
+    """A run's budget across waves of calls: what is spent, and how much of what is left each call
+    of the next wave may spend (etl.run.worker.Allowance keeps to it). A call is given the most its
+    pages' requests can be billed (`Engine.usage_bound`), or what is left."""
 
-    def __init__(self, budget: float):
-        self.budget, self.spent, self.unit = budget, 0.0, None
+    def __init__(self, budget: float, need: Callable[[BatchTask], float]):
+        self.budget, self.spent, self.need = budget, 0.0, need
+        self.stalled = False  # a wave read nothing: what is left pays for no page
 
     def observe(self, result: BatchResult) -> None:
         for p in result.pages:
             if p.get("cost_usd") is not None:
-                self.spent += p["cost_usd"]
-                if p["status"] == STATUS_OK:  # every request of the page was sent (a pending page stopped early)
-                    self.unit = max(self.unit or 0.0, p["cost_usd"] / (p.get("lines_reread") or 1))
+                self.spent += max(0.0, p["cost_usd"])
 
-    def admit(self, queue: list[BatchTask], workers: int) -> tuple[list[BatchTask], list[BatchTask]]:
-        """(the next wave, the rest). Until a price is known, one call alone; then as many calls
-        as there are workers, each allowed its pages' requests at the dearest price seen."""
+    def admit(self, queue, workers: int) -> tuple[list[BatchTask], Any]:
+        """(the next wave, the rest); an empty wave when the budget is spent."""
         left = self.budget - self.spent
-        if left <= 0 or (self.unit is not None and left < self.unit):
+        if left <= 0 or self.stalled:
             return [], queue
-        if self.unit is None:
-            return [dataclasses.replace(queue[0], budget_usd=left, unit_cost_usd=None)], queue[1:]
         wave = []
         for task in queue[:max(1, workers)]:
-            need = self.unit * sum(len(p.lines or [None]) for p in task.pages)
-            wave.append(dataclasses.replace(task, budget_usd=min(need, left), unit_cost_usd=self.unit))
-            left -= need
-            if left < self.unit:
+            give = min(self.need(task), left)
+            wave.append(dataclasses.replace(task, budget_usd=give))
+            left -= give
+            if left <= 0:
                 break
         return wave, queue[len(wave):]
+
+    def after(self, wave_results: list[BatchResult]) -> None:
+        if all(p["status"] == STATUS_PENDING for r in wave_results for p in r.pages):
+            self.stalled = True
+
+
+def most_billed(cls, options, price: dict) -> Callable[[BatchTask], float]:
+    """The most a task's requests can be billed: each line's crop (a cascade stage), or each page
+    at the largest size the engine sends (max_side on both sides: the page's size is not known yet)."""
+    from engines.base import line_crop_size
+
+    def usd(bound) -> float:
+        return (bound[0] * price.get("prompt", 0) + bound[1] * price.get("completion", 0)) / 1e6
+
+    side = getattr(options, "max_side", 4096)
+    page = usd(cls.usage_bound(options, side, side) or (0, 0))
+
+    def need(task: BatchTask) -> float:
+        total = 0.0
+        for p in task.pages:
+            if p.lines is None:
+                total += page
+            else:
+                total += sum(usd(cls.usage_bound(options, *line_crop_size(line), crop=True) or (0, 0))
+                             for line in p.lines)
+        return total
+
+    return need
 
 
 def _run_tasks(executor, tasks: list[BatchTask], summary: RunSummary, retries: int,

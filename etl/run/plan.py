@@ -16,7 +16,7 @@ import polars as pl
 
 from etl.cost.batching import choose_batch_size
 from etl.cost.prices import call_overhead_s, engine_seconds
-from etl.dataset.tasks import BatchTask, PageTask
+from etl.dataset.tasks import PageTask
 from etl.dataset.manifest import ID, URI
 
 
@@ -71,31 +71,29 @@ def planned_batch_size(engine_cls, options, n_pages: int, workers: int, backend:
 SIZE_ORDER_MAX_PAGES = 20_000  # one stat a page; past this the tail is a small share of the run
 
 
-def costliest_first(tasks: list[BatchTask]) -> list[BatchTask]:
-    """The tasks in order of their images' bytes, largest first, when every image is a local
-    file: the calls that start last are then the shortest, and the workers finish together
+def costliest_first(tasks):
+    """The tasks (a `TaskList`) in order of their images' bytes, largest first, when every image is
+    a local file: the calls that start last are then the shortest, and the workers finish together
     (longest-processing-time-first) instead of one reading a large batch while the others idle.
     Any other run keeps manifest order (a stat of an object store costs a request a page)."""
     import os
 
     from etl.dataset.storage import local_path
 
-    n = sum(len(t.pages) for t in tasks)
-    if len(tasks) < 2 or n > SIZE_ORDER_MAX_PAGES:
+    if len(tasks) < 2 or sum(b.length for b in tasks.batches) > SIZE_ORDER_MAX_PAGES:
         return tasks
     sizes = []
-    for t in tasks:
+    for i in range(len(tasks)):
         total = 0
-        for p in t.pages:
-            if (path := local_path(str(p.image_uri))) is None:
+        for uri in tasks.batches[tasks.order[i]].rows[URI]:
+            if (path := local_path(str(uri))) is None:
                 return tasks
             try:
                 total += os.stat(path).st_size
             except (OSError, ValueError):  # a missing or odd file: its page fails fast
                 pass
         sizes.append(total)
-    order = sorted(range(len(tasks)), key=lambda i: -sizes[i])  # stable: ties keep manifest order
-    return [tasks[i] for i in order]
+    return tasks.reordered(sorted(range(len(tasks)), key=lambda i: -sizes[i]))  # stable: ties keep manifest order
 
 
 class Batches(Sequence):

@@ -15,13 +15,14 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from engines.redact import error_text, redact, secrets_from_env
+from engines.base import line_crop
+from engines.redact import clean_text, error_text, secrets_from_env
 from etl.dataset import layout as dataset, storage
-from etl.run import images
+from etl.run import images, leases
 from etl.dataset.tasks import BatchResult, BatchTask, PageTask
 from etl.dataset.layout import PAGE_SUMMARY_KEYS, checkpointed, chunk_shard_name, chunks_of, page_row
 from etl.errors import EngineError, InputError, PageError, PageTimeout, TransientError
-from etl.dataset.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING, PageResult
+from etl.dataset.schema import STATUS_ERROR, STATUS_OK, STATUS_PENDING
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a comic page is a few MB; a 1 GB body is a mistake or an attack
 
@@ -59,10 +60,13 @@ def process_batch(task: BatchTask | dict) -> BatchResult:
             return None
         return _process_page(engine, init_error, page, task, common, engine_version, timed, budget)
 
-    budget = Allowance(task.budget_usd, task.unit_cost_usd) if task.budget_usd is not None else None
+    budget = Allowance(task.budget_usd) if task.budget_usd is not None else None
     concurrency = type(engine).concurrency(engine.options) if engine is not None else 1
     summaries: list[dict] = []
     stopped = False
+    # Paid requests: a rerun must not send these pages again while this call still reads them.
+    lease = (leases.take(task.out, task.engine, task.run_id, task.batch_id, task.page_ids(), task.call_timeout)
+             if engine is not None and type(engine).model(engine.options) is not None else None)
     try:
         for k, chunk in enumerate(chunks):
             if earlier and all(str(p.page_id) in earlier for p in chunk):
@@ -88,6 +92,7 @@ def process_batch(task: BatchTask | dict) -> BatchResult:
     finally:
         if engine is not None:
             engine.close()
+        leases.release(lease)  # after the shards: a rerun waiting on it then finds these pages done
     if stopped or not summaries:  # its client died: nobody reads this; the shards hold what was read
         return _result(task, engine_version, summaries, t0, load_s, abandoned=True)
     return _result(task, engine_version, summaries, t0, load_s)
@@ -103,6 +108,8 @@ def _write_chunk(task: BatchTask, name: str, done: list[tuple[dict, list[dict]]]
             raise  # Lithops retries the call: a network blip, a throttled store
         # A retry would read every page again only to fail the same way: report it instead.
         return f"cannot write the batch's shards: {_short(exc)}"
+    except Exception as exc:  # not I/O (a value no column takes): a retry would pay for every page again
+        return f"cannot write the batch's shards: {type(exc).__name__}: {_short(exc)}"
     return None
 
 
@@ -148,33 +155,24 @@ def client_gone(client: dict | None) -> bool:
 
 class Allowance:
     """What a batch may still spend on API requests (max_cost_usd). A page's requests are reserved
-    before it is sent, at the dearest cost a request has had so far (the client's figure from
-    earlier batches, else this batch's own: until one is known, one page at a time), and settled
-    at what the answer cost."""
+    before they are sent at the most they can be billed (`Engine.usage_bound` at the model's price),
+    and settled at what they were billed: spend never passes the allowance, whatever the API
+    reports or however its prices rise. Nothing waits: a page that does not fit is left pending."""
 
-    def __init__(self, usd: float, unit_usd: float | None):
-        self.left, self.unit, self.in_flight = usd, unit_usd, 0
-        self.cond = threading.Condition()
+    def __init__(self, usd: float):
+        self.left = usd
+        self.lock = threading.Lock()
 
-    def take(self, units: int) -> float | None:
-        """Reserve a page of `units` requests; None when the allowance cannot cover it."""
-        with self.cond:
-            while self.unit is None and self.in_flight:  # the first answer tells the price
-                self.cond.wait()
-            need = units * (self.unit or 0.0)
-            if self.left <= 0 or need > self.left + 1e-12:
-                return None
-            self.left -= need
-            self.in_flight += 1
-            return need
+    def take(self, usd: float) -> bool:
+        with self.lock:
+            if usd > self.left + 1e-12:
+                return False
+            self.left -= usd
+            return True
 
-    def settle(self, reserved: float, cost: float | None, units: int) -> None:
-        with self.cond:
-            self.left += reserved - (cost or 0.0)
-            if cost is not None and units:
-                self.unit = max(self.unit or 0.0, cost / units)
-            self.in_flight -= 1
-            self.cond.notify_all()
+    def settle(self, reserved: float, cost: float) -> None:
+        with self.lock:
+            self.left += reserved - cost
 
 
 def _process_page(engine, init_error, page: PageTask, task: BatchTask, common: dict, engine_version, timed: bool,
@@ -192,90 +190,132 @@ def _process_page(engine, init_error, page: PageTask, task: BatchTask, common: d
             raise init_error
         # One deadline for the whole page: a stalled HTTP read is the page's timeout, not its batch's.
         with deadline(task.page_timeout if timed else None):
-            data = _read(page.image_uri, task.max_bytes or DEFAULT_MAX_BYTES)
+            data = _read_in_time(page.image_uri, task.max_bytes or DEFAULT_MAX_BYTES, None if timed else task.page_timeout)
             image = images.decode(data, task.max_pixels or images.DEFAULT_MAX_PIXELS)
             row["width"], row["height"] = image.size
             result = _read_within(engine, image, lines, budget, task.price)
+        # What the engine returned becomes rows here: a bad value in an answer (a lone surrogate, a
+        # token count that is not a number) fails this page, never its batch.
+        secrets = secrets_from_env()  # once a page, not once per element
+        confs = [e.confidence for e in result.elements if e.level == "line" and e.confidence is not None]
+        page_elements = [{
+            **common, "page_id": page.page_id, "level": el.level, "text": clean_text(el.text, secrets),
+            "confidence": el.confidence, "x0": el.x0, "y0": el.y0, "x1": el.x1, "y1": el.y1,
+            "polygon": [list(p) for p in el.polygon] if el.polygon else None,
+            "reading_order": el.reading_order, "block_id": el.block_id, "line_id": el.line_id,
+            "vertical": el.vertical,
+        } for el in result.elements]
+        usage = _usage_fields(result.usage, task.price)
     except BudgetSpent as exc:
-        row.update(status=STATUS_PENDING, error_kind="budget", error=str(exc), cost_usd=exc.spent or None)
+        row.update(status=STATUS_PENDING, error_kind="budget", error=str(exc))
     except PageError as exc:
-        row.update(status=STATUS_ERROR, error_kind=exc.kind, error=_short(exc))
+        row.update(status=STATUS_ERROR, error_kind=exc.kind, error=_short(exc), cost_usd=getattr(exc, "cost_usd", None))
     except MemoryError:
         row.update(status=STATUS_ERROR, error_kind="out_of_memory", error="the engine ran out of memory on this page")
     except Exception as exc:  # an engine bug on one page must not sink the batch
-        row.update(status=STATUS_ERROR, error_kind=EngineError.kind, error=_short(exc))
+        row.update(status=STATUS_ERROR, error_kind=EngineError.kind, error=_short(exc),
+                   cost_usd=getattr(exc, "cost_usd", None))
     else:
-        secrets = secrets_from_env()  # once a page, not once per element
-        confs = [e.confidence for e in result.elements if e.level == "line" and e.confidence is not None]
-        row.update(
-            status=STATUS_OK, text=redact(result.text, secrets), n_elements=len(result.elements),
-            mean_confidence=sum(confs) / len(confs) if confs else None,
-        )
-        _add_usage(row, result.usage, task.price)
-        for el in result.elements:
-            elements.append({
-                **common, "page_id": page.page_id, "level": el.level, "text": redact(el.text, secrets),
-                "confidence": el.confidence, "x0": el.x0, "y0": el.y0, "x1": el.x1, "y1": el.y1,
-                "polygon": [list(p) for p in el.polygon] if el.polygon else None,
-                "reading_order": el.reading_order, "block_id": el.block_id, "line_id": el.line_id,
-                "vertical": el.vertical,
-            })
+        row.update(status=STATUS_OK, text=clean_text(result.text, secrets), n_elements=len(result.elements),
+                   mean_confidence=sum(confs) / len(confs) if confs else None, **usage)
+        elements = page_elements
     row["duration_ms"] = (time.perf_counter() - started) * 1000
     row["processed_at"] = datetime.now(timezone.utc)
     return row, elements
 
 
 class BudgetSpent(Exception):
-    """The batch's allowance cannot pay for the page's (next) requests: the page waits for a rerun."""
+    """The batch's allowance cannot pay for the page's requests: the page waits for a rerun."""
 
-    def __init__(self, spent: float):
+    def __init__(self):
         super().__init__("not read: the run's max_cost_usd was spent; rerun with a higher one to read it")
-        self.spent = spent  # what the page's requests sent before the stop cost
+
+
+# Errors that come back before a model answers: nothing is billed for them. Any other failure after
+# a request went (a timeout, an answer that cannot be used) is counted at the request's bound.
+UNBILLED_KINDS = {"rate_limited", "api_error", "auth", "api_rejected", "api_unreachable", "engine_init"}
+
+
+def request_bounds(engine, image, lines: list[dict] | None) -> list[tuple[int, int]] | None:
+    """The most each of a page's requests can be billed, in tokens (None: the engine bills nothing)."""
+    if lines is None:
+        bound = type(engine).usage_bound(engine.options, *image.size)
+        return None if bound is None else [bound]
+    bounds = [type(engine).usage_bound(engine.options, *line_crop(image, line).size, crop=True) for line in lines]
+    return None if any(b is None for b in bounds) else bounds
 
 
 def _read_within(engine, image, lines: list[dict] | None, budget: Allowance | None, price: dict | None):
-    """engine.read (or read_lines, for a cascade stage's lines) paid from `budget`: each request's
-    cost reserved before it is sent. Until a request's price is known, one line goes alone."""
-    if budget is None:
-        return engine.read(image) if lines is None else engine.read_lines(image, lines)
-    parts, spent, i = [], 0.0, 0
-    todo = [None] if lines is None else lines
-    while i < len(todo):
-        n = 1 if budget.unit is None else len(todo) - i
-        reserved = budget.take(n)
-        if reserved is None:
-            raise BudgetSpent(spent)
-        part = None
-        try:
-            part = engine.read(image) if lines is None else engine.read_lines(image, todo[i:i + n])
-        finally:
-            cost = _cost(part.usage, price) if part is not None else None
-            budget.settle(reserved, cost, n)
-        spent += cost or 0.0
-        parts.append(part)
-        i += n
-    if len(parts) == 1:
-        return parts[0]
-    usage: dict = {}
-    for part in parts:
-        for key, value in part.usage.items():
-            usage[key] = usage.get(key, 0) + value if isinstance(value, (int, float)) else value
-    return PageResult(elements=[e for part in parts for e in part.elements],
-                      text="\n".join(p.text for p in parts if p.text), usage=usage)
+    """engine.read (or read_lines, for a cascade stage's lines), paid from `budget`: the page's
+    requests reserved at their bound before any is sent, settled at what they were billed."""
+    bounds = request_bounds(engine, image, lines) if price else None
+    reserved = sum(_usd(*b, price) for b in bounds) if bounds else 0.0
+    if budget is not None and bounds is not None and not budget.take(reserved):
+        raise BudgetSpent()
+    try:
+        result = engine.read(image) if lines is None else engine.read_lines(image, lines)
+    except Exception as exc:
+        # Requests went and may be billed (a timeout, an answer that cannot be used): counted at
+        # their bound. An error that came before any answer (HTTP 429, 5xx, auth) bills nothing.
+        billed = reserved if getattr(exc, "kind", None) not in UNBILLED_KINDS else 0.0
+        if bounds is not None:
+            exc.cost_usd = billed or None
+        if budget is not None and bounds is not None:
+            budget.settle(reserved, billed)
+        raise
+    if budget is not None and bounds is not None:
+        spent = _billed(result.usage, price)
+        budget.settle(reserved, reserved if spent is None else min(spent, reserved))
+    return result
 
 
-def _cost(usage: dict, price: dict | None) -> float | None:
-    if not price or usage.get("prompt_tokens") is None:
+def _usd(prompt_tokens: int, completion_tokens: int, price: dict) -> float:
+    return (prompt_tokens * price.get("prompt", 0) + completion_tokens * price.get("completion", 0)) / 1e6
+
+
+def _billed(usage: dict, price: dict | None) -> float | None:
+    """What the engine's requests for a page were billed (the engine's `billed_*` tokens), in USD."""
+    tokens = [usage.get("billed_prompt_tokens"), usage.get("billed_completion_tokens")]
+    if not price or not all(type(t) is int and t >= 0 for t in tokens):
         return None
-    return (usage["prompt_tokens"] * price.get("prompt", 0) + (usage.get("completion_tokens") or 0)
-            * price.get("completion", 0)) / 1e6
+    return _usd(*tokens, price)
 
 
-def _add_usage(row: dict, usage: dict, price: dict | None) -> None:
-    """Tokens, image size sent and the estimated cost (price: USD per million tokens)."""
-    for key in ("prompt_tokens", "completion_tokens", "sent_width", "sent_height"):
-        row[key] = usage.get(key)
-    row["cost_usd"] = _cost(usage, price)
+TOKEN_COLUMN_MAX = 2**31 - 1  # the page table's int32 columns
+
+
+def _usage_fields(usage: dict, price: dict | None) -> dict:
+    """Tokens, image size sent and cost (price: USD per million tokens) for the page row; a value that
+    is not a whole number in the column's range is left out (null), never written as it came."""
+    fields = {key: value if type(value) is int and 0 <= value <= TOKEN_COLUMN_MAX else None
+              for key in ("prompt_tokens", "completion_tokens", "sent_width", "sent_height")
+              for value in [usage.get(key)]}
+    fields["cost_usd"] = _billed(usage, price)
+    return fields
+
+
+def _read_in_time(uri: str, max_bytes: int, seconds: float | None) -> bytes:
+    """`_read`, given up after `seconds` where no alarm can bound it: a page read in one of a
+    worker's threads (API engines read several pages at once). The reading thread is left to
+    end with the call's process; the page is a `timeout` row and its batch-mates go on."""
+    if not seconds:
+        return _read(uri, max_bytes)
+    box: dict = {}
+
+    def read() -> None:
+        try:
+            box["data"] = _read(uri, max_bytes)
+        except BaseException as exc:  # handed to the page's thread below
+            box["error"] = exc
+
+    reader = threading.Thread(target=read, name="page-read", daemon=True)
+    reader.start()
+    reader.join(seconds)
+    if reader.is_alive():
+        raise PageTimeout(f"reading {uri} took longer than page_timeout={seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["data"]
 
 
 def _read(uri: str, max_bytes: int = 0) -> bytes:
