@@ -1,5 +1,5 @@
 # comic-ocr-etl tasks. Arguments are key=value, e.g.
-#   just ocr manifest=examples/manifest.csv out=out lang=eng batch=8 workers=2
+#   just ocr src=examples/comics out=out lang=eng batch=8 workers=2
 
 set positional-arguments
 

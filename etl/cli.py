@@ -56,8 +56,9 @@ def parse_kv(args: list[str]) -> dict[str, str]:
 def cmd_ocr(kv: dict[str, str]) -> int:
     from etl.run.job import run_ocr
 
-    if not kv.get("manifest") and not kv.get("from"):
-        raise UsageError(f"ocr needs manifest=PATH, or from=DATASET [where=\"SQL over its pages\"]\n{usage()}")
+    if not kv.get("manifest") and not kv.get("from") and not kv.get("src"):
+        raise UsageError(f"ocr needs src=COMICS (images, archives, PDFs, EPUBs, or a folder of them), manifest=PATH, "
+                         f"or from=DATASET [where=\"SQL over its pages\"]\n{usage()}")
     key = kv.pop("api_key", None)
     if key:  # into this process's environment only: workers inherit it, payloads never carry it
         os.environ[kv.get("api_key_env") or "OPENROUTER_API_KEY"] = key
@@ -197,7 +198,8 @@ def print_summary(s, kv: dict[str, str]) -> None:
     table = Table(title=f"run {s.run_id}", show_header=False, title_justify="left")
     table.add_row("engine", f"{s.engine} ({s.engine_version or 'not started'}), config {s.config_hash}")
     pending = f", [yellow]{s.pending} pending[/] (budget spent)" if s.pending else ""
-    table.add_row("pages", f"{s.pages_total} {'with doubtful lines' if s.reread_of else 'in manifest'}: "
+    source = f"in {s.volumes} volume{'s' if s.volumes != 1 else ''}" if s.volumes else "in manifest"
+    table.add_row("pages", f"{s.pages_total} {'with doubtful lines' if s.reread_of else source}: "
                   f"[green]{s.ok} ok[/], [{'red' if s.failed else 'green'}]{s.failed} failed[/]{pending}, "
                   f"{s.skipped} skipped (already done)")
     if s.reread_of:
@@ -372,8 +374,12 @@ def cmd_manifest(kv: dict[str, str]) -> int:
 
     if not kv.get("src") or not kv.get("out"):
         raise UsageError(f"manifest needs src=FOLDER_OR_PREFIX and out=FILE\n{usage()}")
-    df = build_manifest(kv["src"], kv["out"])
-    console.print(f"{df.height} images -> {kv['out']}")
+    warnings: list[str] = []
+    df = build_manifest(kv["src"], kv["out"], warnings)
+    for w in warnings:
+        warn(w)
+    volumes = df["container"].n_unique()
+    console.print(f"{df.height} pages in {volumes} volume{'s' if volumes != 1 else ''} -> {kv['out']}")
     return EXIT_OK
 
 
@@ -446,7 +452,7 @@ COMMANDS: dict[str, Command] = {
                       "export out=PATH format=mokuro|alto|hocr|coco|jsonl dest=FOLDER [engine=NAME[:CONFIG_HASH]] "
                       "[title=SERIES]"),
     "manifest": Command(cmd_manifest, _keys("src", "out"),
-                        "manifest src=FOLDER_OR_PREFIX out=FILE.csv|.parquet|.jsonl"),
+                        "manifest src=COMICS out=FILE.csv|.parquet|.jsonl (COMICS: images, archives, PDFs, EPUBs, or a folder of them)"),
     "estimate": Command(cmd_estimate, _keys("manifest", "pages", "engine", "backend", "workers", "batch",
                                                            "memory", "model", "out", "cascade", "when", "pages_when",
                                                            "lang"),

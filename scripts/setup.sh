@@ -13,6 +13,8 @@ command -v tesseract >/dev/null || need_apt+=(tesseract-ocr tesseract-ocr-eng te
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need_apt+=(fonts-dejavu-core)
 # A Japanese font (12 MB) to render the manga test pages.
 [ -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || need_apt+=(fonts-ipafont-gothic)
+# bsdtar: rarfile's reader of compressed RAR members (CBR files); stored members need nothing.
+command -v bsdtar >/dev/null || need_apt+=(libarchive-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive

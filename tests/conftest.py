@@ -115,6 +115,7 @@ class TcpProxy:
         self.port, self.target = port, target
         self.conns: list[socket.socket] = []
         self.listener = None
+        self.served = 0  # bytes sent from the S3 server to its clients (ranged reads are measured by it)
 
     def restore(self) -> None:
         self.listener = socket.socket()
@@ -142,13 +143,14 @@ class TcpProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target))
             self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, a is upstream), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, served: bool) -> None:
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
+                if served:
+                    self.served += len(data)
         except OSError:
             pass
         finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from etl.cli import main
+from etl.dataset.views import connect
 from tools.evaluate.metrics import Norm, score
 from tools.evaluate.runner import load_truth, page_texts
 
@@ -23,11 +24,20 @@ pytestmark = pytest.mark.slow
 
 def test_the_quick_start_reads_the_example_pages_and_prints_their_text(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["ocr", f"manifest={EXAMPLES / 'manifest.csv'}", f"out={out}", "progress=false"])
+    code = main(["ocr", f"src={EXAMPLES / 'comics'}", f"out={out}", "progress=false"])
     printed = capsys.readouterr().out
     assert code == 0, printed
+    assert "5 in 3 volumes: 5 ok" in printed  # a CBZ, a folder, the manga page's folder
     truth = load_truth(EXAMPLES / "truth.jsonl")
-    texts = page_texts(str(out), "ppocrv6")
+    # The transcripts are keyed as examples/manifest.csv names the pages: found by where each page is.
+    from etl.dataset.manifest import load_manifest
+
+    named = dict(zip(*load_manifest(str(EXAMPLES / "manifest.csv")).select("image_uri", "page_id")))
+    con = connect(str(out))
+    where = dict(con.execute("select page_id, image_uri from pages").fetchall())
+    assert sorted(where.values()) == sorted(named)  # the manifest and src= name the same pages alike
+    con.close()
+    texts = {named[where[pid]]: text for pid, text in page_texts(str(out), "ppocrv6").items()}
     assert set(texts) == set(truth)
     scores = {pid: score(ref, texts[pid] or "", Norm()) for pid, ref in truth.items()}
     english = [s for s in scores.values() if s["unit"] == "word"]
@@ -39,13 +49,11 @@ def test_the_quick_start_reads_the_example_pages_and_prints_their_text(tmp_path,
     assert "Potion of Flight" in printed and "Many thanks to" in printed
     assert truth["manga-generated-01"].splitlines()[0] in printed
     # lang=auto (the default) read the manga page as vertical Japanese and the rest as English.
-    from etl.dataset.views import connect
-
     con = connect(str(out))
     vertical = dict(con.execute("select page_id, bool_and(vertical) from elements where level = 'line' "
                                 "group by page_id").fetchall())
     con.close()
-    assert vertical.pop("manga-generated-01") is True and not any(vertical.values()), vertical
+    assert vertical.pop("generated-manga/01") is True and not any(vertical.values()), vertical
 
 
 def _run_on_terminal(cmd: list[str], env: dict, timeout: float = 300) -> tuple[int, str]:

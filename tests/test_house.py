@@ -218,7 +218,7 @@ def test_bench_writes_the_engines_figures_into_costs_yaml_and_nothing_else(tmp_p
 def test_the_readme_starts_people_and_the_docs_hold_the_rest():
     readme = (REPO / "README.md").read_text()
     assert len(readme.splitlines()) <= 250
-    assert "bash scripts/setup.sh && .venv/bin/just ocr manifest=examples/manifest.csv" in readme
+    assert "bash scripts/setup.sh && .venv/bin/just ocr src=examples/comics" in readme
     assert ".venv/bin/just test" in readme
     for link in re.findall(r"\]\(((?:docs/)?[\w./-]+\.md)(?:#[\w-]+)?\)", readme):
         assert (REPO / link).is_file(), link

@@ -109,5 +109,5 @@ def test_build_manifest_from_a_folder(tmp_path):
     assert df["page_id"].to_list() == ["cover", "vol1/p01", "vol1/p02"]
     assert df["image_uri"].to_list() == [str(src / "cover.webp"), str(src / "vol1/p01.png"), str(src / "vol1/p02.JPG")]
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(ManifestError, match="no images"):
+    with pytest.raises(ManifestError, match="no page images"):
         build_manifest(str(tmp_path / "empty_dir"))

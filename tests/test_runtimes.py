@@ -112,7 +112,7 @@ def test_runtime_requirements_install_in_a_clean_venv_and_run_a_batch(tmp_path):
     task = {
         "engine": "tesseract", "options": {"lang": "eng"}, "out": str(tmp_path / "ds"), "run_id": "r1",
         "batch_id": "b1", "config_hash": "h", "extra_columns": [], "page_timeout": 120,
-        "pages": [{"page_id": "p0", "image_uri": str(REPO / "examples/pages/pepper-carrot-e01-p00.webp"), "extra": {}}],
+        "pages": [{"page_id": "p0", "image_uri": f"zip://00.webp::{REPO / 'examples/comics/Pepper-and-Carrot/episode-01.cbz'}", "extra": {}}],
     }
     code = ("import dataclasses, json, sys; from etl.run.worker import process_batch; "
             "print(json.dumps(dataclasses.asdict(process_batch(json.loads(sys.argv[1])))))")

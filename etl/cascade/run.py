@@ -156,8 +156,9 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
     if run.manifest or run.cascade or run.engine != RunOptions().engine:
         raise ConfigError("a cascade's stages are its engines: give them as `stages`, the pages as `manifest`")
 
-    def stage(budget_usd: float | None) -> dict:
-        return {"run": run.model_copy(update={"max_cost_usd": budget_usd}), **callbacks}
+    def stage(budget_usd: float | None, first: bool = False) -> dict:
+        src = {} if first else {"src": None}  # stage 1 reads src= itself (its problems become error rows)
+        return {"run": run.model_copy(update={"max_cost_usd": budget_usd, **src}), **callbacks}
     per_stage = split_options(stages, engine_options)
     priced = [_priced(e, o) for e, o in zip(stages, per_stage)]
     if max_cost_usd is not None and not any(priced[1:]):
@@ -168,8 +169,15 @@ def run_cascade(stages: list[str], manifest: str | None = None, out: str | None 
     if on_stage:
         on_stage(0, stages[0], "pages")
     # Read and checked once: stage 1 takes the frame, the later stages its page ids.
-    frame = load_manifest(manifest) if manifest is not None else pages_from(from_, where)
-    first = run_ocr(frame, stages[0], out or from_, **stage(max_cost_usd if priced[0] else None), **per_stage[0])
+    if run.src is not None:
+        from etl.dataset.sources import scan
+
+        first = run_ocr(None, stages[0], out, **stage(max_cost_usd if priced[0] else None, first=True),
+                        **per_stage[0])
+        frame = scan(run.src).pages
+    else:
+        frame = load_manifest(manifest) if manifest is not None else pages_from(from_, where)
+        first = run_ocr(frame, stages[0], out or from_, **stage(max_cost_usd if priced[0] else None), **per_stage[0])
     summary.stages.append(first)
     if run.limit:
         frame = frame.head(run.limit)

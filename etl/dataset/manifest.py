@@ -17,7 +17,7 @@ import polars as pl
 
 from fsspec.implementations.local import LocalFileSystem
 
-from etl.dataset import storage
+from etl.dataset import containers, storage
 from etl.errors import ManifestError
 from etl.dataset.schema import ID, RESERVED, URI, extra_name
 
@@ -32,7 +32,8 @@ def _read(uri: str) -> pl.LazyFrame:
     if not fs.exists(path):
         raise ManifestError(f"{uri}: manifest not found")
     if fs.isdir(path):
-        raise ManifestError(f"{uri}: is a folder; build a manifest from it with `just manifest src={uri} out=FILE`")
+        raise ManifestError(f"{uri}: is a folder: read it with `just ocr src={uri}`, or build a manifest from it "
+                            f"with `just manifest src={uri} out=FILE`")
     if ext not in (".csv", ".tsv", ".txt", ".parquet", ".jsonl", ".ndjson", ".json"):
         raise ManifestError(f"{uri}: unsupported manifest format {ext or '(no extension)'}; use .csv, .parquet or .jsonl")
     # Local files are scanned by Polars itself (parallel, memory-mapped); remote ones are fetched first.
@@ -122,7 +123,7 @@ def check_manifest(lf: pl.LazyFrame, uri: str, warnings: list[str] | None = None
     uniform = storage.scheme_of(first) if counts["uniform"] else None
     if warnings is not None and (w := uri_warnings(df, uri, uniform)):
         warnings.append(w)
-    return df if uniform is not None else _resolve(uri, df)
+    return df if uniform is not None and uniform not in containers.PROTOCOLS else _resolve(uri, df)
 
 
 def _scheme(col: pl.Expr) -> pl.Expr:
@@ -201,45 +202,42 @@ def _check_duplicates(df: pl.DataFrame, uri: str) -> None:
     raise ManifestError(f"{uri}: column '{ID}' has {n_ids} duplicated id(s) over {n_dup} rows, e.g. {shown}")
 
 
+# A page inside a container whose own path is relative: `zip://p1.png::vol01.cbz`.
+_RELATIVE_CONTAINER = rf"^(?:{'|'.join(sorted(containers.PROTOCOLS))})://[^:]*::[^/][^:]*$"
+
+
 def _resolve(manifest_uri: str, df: pl.DataFrame) -> pl.DataFrame:
-    """Relative local paths are relative to the manifest's folder (a manifest of mixed URIs)."""
+    """Relative local paths are relative to the manifest's folder (a manifest of mixed URIs), and so
+    are the relative container paths of pages inside archives and PDFs."""
     col = pl.col(URI)
     relative = ~col.str.contains("://", literal=True) & ~col.str.starts_with("/") & (col.str.len_bytes() > 0)
-    if not df.select(relative.any()).item():  # object-store URIs: nothing to join
+    inside = col.str.contains(_RELATIVE_CONTAINER)
+    if not df.select((relative | inside).any()).item():  # object-store URIs: nothing to join
         return df
     if storage.scheme_of(manifest_uri):
         base = posixpath.dirname(manifest_uri)
     else:
         base = os.path.dirname(os.path.abspath(manifest_uri))
-    return df.with_columns(pl.when(relative).then(pl.lit(base + "/") + col).otherwise(col).alias(URI))
+    return df.with_columns(pl.when(relative).then(pl.lit(base + "/") + col)
+                           .when(inside).then(col.str.replace("::", "::" + base.replace("$", "$$") + "/", literal=False))
+                           .otherwise(col).alias(URI))
 
 
-def build_manifest(src: str, out: str | None = None) -> pl.DataFrame:
-    """List the images under a folder or object-store prefix as a manifest.
+def build_manifest(src: str, out: str | None = None, warnings: list[str] | None = None) -> pl.DataFrame:
+    """The pages of `src` (page images, comic archives, PDFs, EPUBs, or a folder or prefix of them:
+    etl.dataset.sources) as a manifest, written to `out` (.csv, .parquet, .jsonl) when given. What
+    cannot be a page is named in `warnings` (a run from `src=` gives those error rows)."""
+    from etl.dataset.sources import scan
 
-    page_id is the path relative to `src` without its extension; image_uri is
-    absolute (a local path or a full URI). Written to `out` (.csv, .parquet,
-    .jsonl) when given.
-    """
-    fs, root = storage.url_to_fs(src)
-    if not fs.exists(root) or not fs.isdir(root):
-        raise ManifestError(f"{src}: not a folder or prefix")
-    root = root.rstrip("/")
-    scheme = storage.scheme_of(src)
-    ids, uris = [], []
-    for path in sorted(fs.find(root)):
-        rel = path[len(root) :].lstrip("/")
-        stem, ext = posixpath.splitext(rel)
-        if ext.lower() not in IMAGE_EXTENSIONS or any(p.startswith(".") for p in rel.split("/")):
-            continue
-        ids.append(stem)
-        uris.append(f"{scheme}://{path}" if scheme else os.path.abspath(path))
-    if not ids:
-        raise ManifestError(f"{src}: no images found ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    df = pl.DataFrame({ID: ids, URI: uris})
+    found = scan(src)
+    for problem in found.problems:
+        if warnings is not None:
+            warnings.append(f"{problem.row[ID]}: {problem.kind}: {problem.error}")
+    if not found.pages.height:
+        raise ManifestError(f"src={src}: no readable page")
     if out:
-        write_frame(df, out)
-    return df
+        write_frame(found.pages, out)
+    return found.pages
 
 
 def write_frame(df: pl.DataFrame, out: str) -> None:

@@ -19,8 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from etl.dataset import containers
+from etl.dataset.containers import read_limited
+
 # Schemes an image URI may use; "" is a local path.
-SUPPORTED_SCHEMES = {"", "file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "http", "https"}
+SUPPORTED_SCHEMES = {"", "file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "http", "https"} | containers.PROTOCOLS
 
 
 def scheme_of(uri: str) -> str:
@@ -50,13 +53,16 @@ def local_path(uri: str) -> str | None:
     return url2pathname(urlparse(uri).path) if scheme == "file" else None
 
 
-def read_bytes(uri: str, max_bytes: int = 0) -> bytes | None:
+def read_bytes(uri: str, max_bytes: int = 0, pdf_dpi: float | None = None) -> bytes | None:
     """The object's bytes; None when it is larger than `max_bytes` (0: no limit), known from its
-    size (stat, HEAD / Content-Length) before reading, or from reading no further than the limit."""
+    size (stat, HEAD / Content-Length) before reading, or from reading no further than the limit.
+    A page inside an archive or a PDF (etl.dataset.containers): its image's bytes."""
+    if containers.split_uri(uri) is not None:
+        return containers.read_member(uri, max_bytes, pdf_dpi)
     if (path := local_path(uri)) is not None:
         # Plain read: works on pipes and special files too (fsspec's opener seeks).
         with open(path, "rb") as f:
-            return _limited(f, max_bytes)
+            return read_limited(f, max_bytes)
     fs, path = url_to_fs(uri)
     if max_bytes:
         try:
@@ -66,23 +72,8 @@ def read_bytes(uri: str, max_bytes: int = 0) -> bytes | None:
         if size is not None and size > max_bytes:
             return None
         with fs.open(path, "rb") as f:
-            return _limited(f, max_bytes)
+            return read_limited(f, max_bytes)
     return fs.cat_file(path)
-
-
-def _limited(f, max_bytes: int) -> bytes | None:
-    """All of `f` to its end, or None once it passes `max_bytes`. A stream may return less than was
-    asked of one read (fsspec's HTTP stream for a chunked body without Content-Length returns a
-    chunk), so reads go on until one returns nothing."""
-    if not max_bytes:
-        return f.read()
-    parts, size = [], 0
-    while chunk := f.read(max_bytes + 1 - size):
-        parts.append(chunk)
-        size += len(chunk)
-        if size > max_bytes:
-            return None
-    return b"".join(parts)
 
 
 def write_parquet_atomic(table: pa.Table, uri: str) -> None:

@@ -34,6 +34,7 @@ class BatchTask:
     page_timeout: float | None = None  # seconds a page may take (read, decode, engine)
     max_pixels: int | None = None
     max_bytes: int | None = None
+    pdf_dpi: float | None = None  # a PDF page that is not one image is rendered at this (None: its images')
     price: dict | None = None  # USD per million prompt/completion tokens (API engines)
     client: dict | None = None  # who started the run, where a local worker can check it is alive
     checkpoint: int | None = None  # pages between two writes of the shards

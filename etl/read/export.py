@@ -1,8 +1,11 @@
 """Exports of a dataset for readers, archives and training: mokuro, ALTO, hOCR, COCO, JSONL.
 
 Pages stream from the views in chunks (bounded memory at any size), one engine and options at a
-time, grouped by volume when the manifest carried a `volume` (or `series`) column. Every format is
-written through fsspec, so `dest` may be a local folder or an object-store prefix.
+time, grouped by volume: for pages read from `src=`, each container (archive, PDF, image folder)
+by its path under `src` (`Moon Patrol/v01`, as mokuro names a volume's file beside the volume), in
+reading order; otherwise a manifest's `volume` (or `series`) column. File names are safe, bounded
+and unique (`_safe`). Every format is written through fsspec, so `dest` may be a local folder or
+an object-store prefix.
 
     mokuro  DEST/<volume>.mokuro        one per volume (reader.mokuro.app opens it with the images)
     alto    DEST/<volume>/<page>.xml    ALTO v4, word confidence (WC) and coordinates
@@ -74,7 +77,8 @@ def _union(boxes) -> tuple[float, float, float, float]:
 
 def iter_pages(out: str, engine: str | None = None, chunk: int = CHUNK_PAGES,
                on_warning: Callable[[str], None] | None = None) -> Iterator[ExportPage]:
-    """The pages read of dataset `out` with their blocks, lines and words, by volume then page id."""
+    """The pages read of dataset `out` with their blocks, lines and words, by volume, then in reading
+    order (`page_no`, from src=) or by page id."""
     from etl.dataset.views import connect
 
     con = connect(out, on_warning=on_warning or (lambda w: None))
@@ -94,11 +98,14 @@ def iter_pages(out: str, engine: str | None = None, chunk: int = CHUNK_PAGES,
                              f"{', '.join(sorted(engines))}")
         name, cfg = matches[0].split(":")
         columns = {r[0] for r in con.execute("select column_name from (describe pages)").fetchall()}
-        vol = next((c for c in VOLUME_COLUMNS if c in columns), None)
+        # Pages read from src= know their container (archive, PDF, image folder): a volume each,
+        # named by its path under src, as mokuro names a volume's file beside it.
+        vol = next((c for c in ("container", *VOLUME_COLUMNS) if c in columns), None)
         vol_sql = f'coalesce(cast("{vol}" as varchar), \'\')' if vol else "''"
+        order = "volume, page_no, page_id" if "page_no" in columns else "volume, page_id"  # a volume's reading order
         pages = con.execute(
             f"select page_id, image_uri, width, height, run_id, batch_id, {vol_sql} as volume from pages "
-            "where status = 'ok' and engine = ? and config_hash = ? order by volume, page_id", [name, cfg]).fetchall()
+            f"where status = 'ok' and engine = ? and config_hash = ? order by {order}", [name, cfg]).fetchall()
         for start in range(0, len(pages), chunk):
             part = pages[start:start + chunk]
             rows = con.execute(
@@ -109,9 +116,26 @@ def iter_pages(out: str, engine: str | None = None, chunk: int = CHUNK_PAGES,
             for r in rows:
                 by_page.setdefault(r[0], []).append(r)
             for pid, uri, w, h, _, _, volume in part:
+                if vol == "container" and volume:
+                    volume = volume_path(pid, uri)
                 yield ExportPage(pid, uri, w or 0, h or 0, name, volume, _structure(by_page.get(pid, [])))
     finally:
         con.close()
+
+
+def volume_path(page_id: str, image_uri: str) -> str:
+    """The path of a page's volume under `src=`, without its extension: `Moon Patrol/v01` for
+    `Moon Patrol/v01.cbz/p1.png` (a page in an archive or PDF) or `Moon Patrol/v07/2` (an image)."""
+    from etl.dataset.containers import kind_of, split_uri
+
+    inside = split_uri(image_uri)
+    if inside and page_id.endswith("/" + inside[1]):
+        path = page_id[: -len(inside[1]) - 1]
+    else:
+        path = posixpath.dirname(page_id)
+    if kind_of(path):
+        path = path[: -len(".tar.gz")] if path.lower().endswith(".tar.gz") else posixpath.splitext(path)[0]
+    return path
 
 
 def _structure(rows: list) -> list[Block]:
@@ -152,11 +176,17 @@ def _finite(*values) -> bool:
 MAX_NAME = 80  # characters of a page id or volume kept in a file name (file systems allow 255 bytes)
 
 
+NOT_IN_NAMES = set('<>:"/\\|?*')  # what no file system (Windows' the strictest) takes in a file name
+
+
 def _safe(name: str) -> str:
-    """A file name for a page id or volume: letters, digits, '-', '_' and inner '.' only, at most
-    MAX_NAME characters, never '.' or '..'. A name changed on the way ends in a hash of the original,
-    so two ids never share a file ('a/b', 'a_b' and 'a b' become three names)."""
-    kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+    """A file name for a page id or volume: the name itself where every file system takes it (spaces,
+    '&', accents and all), else with '_' for separators, control characters and what Windows
+    refuses, never '.', '..' or a leading dot or trailing space, at most MAX_NAME characters. A
+    name changed on the way ends in a hash of the original, so two ids never share a file ('a/b',
+    'a_b' and 'a b' become three names)."""
+    kept = "".join("_" if c in NOT_IN_NAMES or ord(c) < 32 or 0x7F <= ord(c) < 0xA0 else c for c in name)
+    kept = kept.lstrip(". ").rstrip(". ")
     if kept == name and 0 < len(name) <= MAX_NAME:
         return name
     digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
@@ -165,7 +195,12 @@ def _safe(name: str) -> str:
 
 # XML 1.0 has no place for most control characters (NUL, ESC, ...), lone surrogates or U+FFFE/FFFF:
 # one of them makes the whole document unreadable. Each becomes U+FFFD.
-NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+NOT_XML = re.compile("[^\\x09\\x0a\\x0d\\x20-\\ud7ff\\ue000-\\ufffd\\U00010000-\\U0010ffff]")
+
+
+def _safe_path(path: str) -> str:
+    """`_safe` for each part of a path: a volume's folders stay folders."""
+    return "/".join(_safe(part) for part in path.split("/") if part) or "_"
 
 
 def _xml(text: str) -> str:
@@ -276,8 +311,11 @@ def mokuro_page(page: ExportPage) -> dict:
                                             [ln.box[0], ln.box[3]]] for ln in block.lines],
             "lines": [ln.text for ln in block.lines],
         })
+    from etl.dataset.containers import split_uri
+
+    inside = split_uri(page.image_uri)  # a page in an archive: its member's path there
     return {"version": "0.2.1", "img_width": page.width, "img_height": page.height, "blocks": blocks,
-            "img_path": posixpath.basename(page.image_uri)}
+            "img_path": inside[1] if inside else posixpath.basename(page.image_uri)}
 
 
 def jsonl_row(page: ExportPage) -> dict:
@@ -312,7 +350,7 @@ def export(out: str, fmt: str, dest: str, engine: str | None = None, title: str 
     if fmt in ("alto", "hocr"):
         render, ext = (alto, "xml") if fmt == "alto" else (hocr, "hocr")
         for page in pages:
-            rel = posixpath.join(_safe(page.volume), f"{_safe(page.page_id)}.{ext}") if page.volume else \
+            rel = posixpath.join(_safe_path(page.volume), f"{_safe(page.page_id)}.{ext}") if page.volume else \
                 f"{_safe(page.page_id)}.{ext}"
             files.append(_put(dest, rel, render(page)))
             n += 1
@@ -360,12 +398,12 @@ def _export_mokuro(pages: Iterator[ExportPage], dest: str, title: str | None) ->
                 f.write("]}\n")
                 stream.__exit__(None, None, None)
             current, first = volume, True
-            stream = _Stream(dest, f"{_safe(volume)}.mokuro")
+            stream = _Stream(dest, f"{_safe_path(volume)}.mokuro")
             f = stream.__enter__()
             head = {"version": "0.2.1", "title": series, "title_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, series)),
                     "volume": volume, "volume_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{series}/{volume}"))}
             f.write(_json(head)[:-1] + ', "pages": [')
-            files.append(storage.join(dest, f"{_safe(volume)}.mokuro"))
+            files.append(storage.join(dest, f"{_safe_path(volume)}.mokuro"))
         f.write(("" if first else ", ") + _json(mokuro_page(page)))
         first = False
         n += 1

@@ -35,6 +35,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     except InputError:
         raise
     except UnidentifiedImageError:
+        if fmt != "unknown format":  # the bytes start as an image of a known format: a damaged one
+            raise InputError(f"cannot decode {fmt} image (truncated or corrupt): its header cannot be read",
+                             kind="corrupt_image") from None
         head = data[:16]
         what = "text, not an image" if _looks_like_text(head) else f"unknown format (starts {head[:8]!r})"
         raise InputError(f"not an image: {what}", kind="not_an_image") from None

@@ -62,6 +62,7 @@ class RunSummary:
     budget_usd: float | None = None
     reread_of: str | None = None  # a cascade stage: the reading ("ENGINE:CONFIG_HASH") whose lines it re-read
     lines: int = 0  # a cascade stage: lines sent to the engine
+    volumes: int = 0  # src=: the archives, PDFs, EPUBs and image folders the pages came from
 
     @property
     def processed(self) -> int:
@@ -119,6 +120,7 @@ def run_ocr(
     from_, where, batch, workers, backend, config = run.from_, run.where, run.batch, run.workers, run.backend, run.config
     limit, force, retries, page_timeout, call_timeout = run.limit, run.force, run.retries, run.page_timeout, run.call_timeout
     max_pixels, max_bytes, checkpoint, max_cost_usd = run.max_pixels, run.max_bytes, run.checkpoint, run.max_cost_usd
+    pdf_dpi = run.pdf_dpi
     cls = get_engine(engine)
     options = cls.parse_options(engine_options)
     lconfig = load_config(config, backend, workers)
@@ -130,16 +132,29 @@ def run_ocr(
     if max_cost_usd is not None and model_price(cls.model(options)) is None:
         raise ConfigError(f"max_cost_usd needs an API engine whose model has a price in costs.yaml `models:` "
                           f"({engine} {cls.model(options) or ''} has none)")
+    warnings: list[str] = []
+    problems = []
+    if run.src is not None and (manifest is not None or from_ is not None):
+        raise ConfigError("give src= (what you keep comics in), a manifest, or from= a dataset: one of them")
     if reread is not None:
         manifest, from_, where = None, None, None
         df = reread.frame
+    elif run.src is not None:
+        from etl.dataset.sources import scan
+
+        found = scan(run.src)
+        problems = found.problems
+        manifest = run.src
+        df = check_manifest(found.pages.lazy(), run.src, warnings) if found.pages.height else found.pages
     elif (manifest is None) == (from_ is None):
-        raise ConfigError("give a manifest, or from_= a dataset (with where= a condition over its pages)")
+        raise ConfigError("give src= (page images, archives, PDFs, EPUBs or a folder of them), a manifest, or "
+                          "from_= a dataset (with where= a condition over its pages)")
     if where is not None and from_ is None:
         raise ConfigError("where= chooses pages of a dataset: give from_= (from= on the command line) too")
     out = out or from_ or "out"
-    warnings: list[str] = []
-    if reread is None and isinstance(manifest, pl.DataFrame):  # pages already loaded (a cascade's stages)
+    if reread is None and run.src is not None:
+        pass  # scanned above
+    elif reread is None and isinstance(manifest, pl.DataFrame):  # pages already loaded (a cascade's stages)
         df, manifest = check_manifest(manifest.lazy(), "the given pages", warnings), f"{manifest.height} given pages"
     elif reread is None:
         df = load_manifest(manifest, warnings) if manifest is not None else pages_from(from_, where, warnings)
@@ -157,9 +172,12 @@ def run_ocr(
         warnings.append(w)
         if on_warning:
             on_warning(w)
-    summary = RunSummary(run_id=new_run_id(), out=out, engine=engine, config_hash=cfg_hash, pages_total=df.height,
-                         backend=be, workers=workers_of(lconfig), warnings=warnings, budget_usd=max_cost_usd,
-                         reread_of=reread and reread.of)
+    summary = RunSummary(run_id=new_run_id(), out=out, engine=engine, config_hash=cfg_hash,
+                         pages_total=df.height + len(problems), backend=be, workers=workers_of(lconfig),
+                         warnings=warnings, budget_usd=max_cost_usd, reread_of=reread and reread.of)
+    if "container" in df.columns or problems:
+        summary.volumes = len(set(df["container"].to_list() if "container" in df.columns else [])
+                              | {p.row.get("container") for p in problems})
     if cls.model(options) is not None:  # an earlier run's paid requests still in flight: wait, never pay twice
         from etl.run import leases
 
@@ -172,11 +190,13 @@ def run_ocr(
     summary.batch_size, summary.batches = size, len(batches)
     if on_start:
         on_start(summary)
+    extra_columns = [c for c in df.columns if c not in ("page_id", "image_uri")]
+    if problems:  # what src= holds that cannot be a page: error rows, written here, with their reasons
+        _record_problems(problems, summary, engine, out, cfg_hash, extra_columns, on_batch)
     if not batches:
         summary.elapsed_s = time.perf_counter() - t0
         return summary
 
-    extra_columns = [c for c in df.columns if c not in ("page_id", "image_uri")]
     # Local workers stop when this process is gone (the localhost runner would go on alone).
     client = client_identity() if be == "localhost" else None
     price = model_price(cls.model(options))
@@ -193,7 +213,7 @@ def run_ocr(
     def task_of(b) -> BatchTask:
         return BatchTask(engine=engine, options=opts, out=out, run_id=summary.run_id, batch_id=b.batch_id,
                          config_hash=cfg_hash, pages=tuple(pages_of(b)), extra_columns=tuple(extra_columns),
-                         page_timeout=page_timeout, max_pixels=max_pixels, max_bytes=max_bytes, price=price,
+                         page_timeout=page_timeout, max_pixels=max_pixels, max_bytes=max_bytes, pdf_dpi=pdf_dpi, price=price,
                          client=client, checkpoint=checkpoint or _checkpoint_pages(cls, options),
                          reread_of=reread and reread.of, call_timeout=timeout)
 
@@ -220,6 +240,27 @@ def run_ocr(
     summary.calls_retried = executor.retried
     summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+def _record_problems(problems, summary: RunSummary, engine: str, out: str, cfg_hash: str, extra_columns: list[str],
+                     on_batch: Callable[[BatchResult], None] | None) -> None:
+    """Error rows for the pages (or containers) of `src=` that cannot be read: each with its kind and reason."""
+    frame = pl.DataFrame({plan.ID: [str(p.row[plan.ID]) for p in problems]})
+    batch_id = plan.make_batches(frame, len(problems), engine, cfg_hash)[0].batch_id
+    task = BatchTask(engine=engine, options={}, out=out, run_id=summary.run_id, batch_id=batch_id,
+                     config_hash=cfg_hash, extra_columns=tuple(extra_columns),
+                     pages=tuple(PageTask(page_id=str(p.row[plan.ID]), image_uri=str(p.row[plan.URI]),
+                                          extra={c: p.row.get(c) for c in extra_columns}) for p in problems))
+    now = datetime.now(timezone.utc)
+    rows = [page_row(task, page, status=STATUS_ERROR, error_kind=p.kind, error=error_text(p.error), processed_at=now)
+            for page, p in zip(task.pages, problems)]
+    write_page_rows(out, engine, client_rows_name(task, STATUS_ERROR), rows, extra_columns)
+    result = BatchResult(batch_id=batch_id, run_id=summary.run_id, engine_version=None,
+                         pages=[{"page_id": r["page_id"], "status": STATUS_ERROR, "error_kind": r["error_kind"],
+                                 "error": r["error"]} for r in rows])
+    _account(summary, result)
+    if on_batch:
+        on_batch(result)
 
 
 class TaskList(Sequence):

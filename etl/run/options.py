@@ -34,8 +34,9 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, str_strip_whitespace=True)
 
-    manifest: str | None = Field(None, description="a manifest (CSV, Parquet, JSONL: page_id, image_uri) or a "
-                                 "folder of page images")
+    src: str | None = Field(None, description="what you keep comics in: page images, a CBZ/CBR/CB7/CBT archive, "
+                            "a PDF, an EPUB, or a folder or s3:// prefix of them (series folders of volumes)")
+    manifest: str | None = Field(None, description="a manifest (CSV, Parquet, JSONL: page_id, image_uri)")
     from_: str | None = Field(None, alias="from", description="read the pages of this dataset (chosen by where=)")
     where: str | None = Field(None, description="SQL over the pages view of from=: which pages to read")
     engine: str = Field(DEFAULT_ENGINE, description="the method (just engines lists them)")
@@ -53,6 +54,8 @@ class RunOptions(BaseModel):
                                        "time limits plus 300)")
     max_pixels: int | None = Field(None, ge=1, description="largest image read, in pixels (default: 100 MP)")
     max_bytes: int | None = Field(None, ge=1, description="largest image file read, in bytes")
+    pdf_dpi: float | None = Field(None, ge=36, le=1200, description="resolution a PDF page that is not one image is "
+                                  "rendered at (default: its images' own, 150-400; 200 for vector pages)")
     checkpoint: int | None = Field(None, ge=1, description="pages a worker reads between two writes of its shards")
     max_cost_usd: float | None = Field(None, ge=0, description="cap on an API engine's spend; pages past it are "
                                        "left pending for a rerun")

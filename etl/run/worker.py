@@ -190,7 +190,8 @@ def _process_page(engine, init_error, page: PageTask, task: BatchTask, common: d
             raise init_error
         # One deadline for the whole page: a stalled HTTP read is the page's timeout, not its batch's.
         with deadline(task.page_timeout if timed else None):
-            data = _read_in_time(page.image_uri, task.max_bytes or DEFAULT_MAX_BYTES, None if timed else task.page_timeout)
+            data = _read_in_time(page.image_uri, task.max_bytes or DEFAULT_MAX_BYTES, None if timed else task.page_timeout,
+                                 task.pdf_dpi)
             image = images.decode(data, task.max_pixels or images.DEFAULT_MAX_PIXELS)
             row["width"], row["height"] = image.size
             result = _read_within(engine, image, lines, budget, task.price)
@@ -294,17 +295,17 @@ def _usage_fields(usage: dict, price: dict | None) -> dict:
     return fields
 
 
-def _read_in_time(uri: str, max_bytes: int, seconds: float | None) -> bytes:
+def _read_in_time(uri: str, max_bytes: int, seconds: float | None, pdf_dpi: float | None = None) -> bytes:
     """`_read`, given up after `seconds` where no alarm can bound it: a page read in one of a
     worker's threads (API engines read several pages at once). The reading thread is left to
     end with the call's process; the page is a `timeout` row and its batch-mates go on."""
     if not seconds:
-        return _read(uri, max_bytes)
+        return _read(uri, max_bytes, pdf_dpi)
     box: dict = {}
 
     def read() -> None:
         try:
-            box["data"] = _read(uri, max_bytes)
+            box["data"] = _read(uri, max_bytes, pdf_dpi)
         except BaseException as exc:  # handed to the page's thread below
             box["error"] = exc
 
@@ -318,12 +319,12 @@ def _read_in_time(uri: str, max_bytes: int, seconds: float | None) -> bytes:
     return box["data"]
 
 
-def _read(uri: str, max_bytes: int = 0) -> bytes:
+def _read(uri: str, max_bytes: int = 0, pdf_dpi: float | None = None) -> bytes:
     scheme = storage.scheme_of(uri)
     if scheme not in storage.SUPPORTED_SCHEMES:
         raise InputError(f"unsupported URI scheme {scheme}:// in {uri}", kind="unsupported_uri")
     try:
-        data = storage.read_bytes(uri, max_bytes)
+        data = storage.read_bytes(uri, max_bytes, pdf_dpi)
         if data is None:
             raise InputError(f"{uri} is larger than max_bytes={max_bytes:,} (raise max_bytes= to read it)",
                              kind="too_large")

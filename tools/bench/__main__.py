@@ -24,6 +24,8 @@
    layout=page against `xargs -P W tesseract` on the same clean and scanned-style pages.
 8. Search (`only=search`, `search_pages=1000`): `just search` over generated page text against
    a DuckDB ILIKE scan, and the index build.
+9. Archives (`only=archives`, `archive_pages=100`, `archive_mb=500`): `just ocr src=` on a CBZ against
+   the same pages unpacked in a folder, and a worker's peak memory reading a batch from a large CBZ.
 The machine is small and noisy: each figure is the median of `repeat` rounds, each round running
 the measured case and its baseline back to back (tools.bench.paired)."""
 
@@ -39,6 +41,7 @@ from pathlib import Path
 from etl.cost.prices import COSTS_FILE
 from tools.bench.report import write_costs
 from tools.bench.report import (
+    ARCHIVES_HEADING,
     CLI_HEADING,
     CLI_REAL_HEADING,
     REAL_HEADING,
@@ -48,6 +51,7 @@ from tools.bench.report import (
     chart,
 )
 from tools.bench.runs import (
+    bench_archives,
     bench_cli,
     bench_cli_real,
     bench_export,
@@ -62,7 +66,8 @@ from tools.bench.runs import (
 
 # The keys `just bench` takes (checked: a typo is an error, not a silent default).
 KEYS = {"pages", "workers", "repeat", "plan_rows", "query_rows", "route_rows", "out", "engine_pages", "engines",
-        "reads", "only", "real", "real_engines", "real_pages", "cli_pages", "cli_real", "search_pages", "export_pages"}
+        "reads", "only", "real", "real_engines", "real_pages", "cli_pages", "cli_real", "search_pages", "export_pages",
+        "archive_pages", "archive_mb"}
 
 
 def main(argv: list[str]) -> int:
@@ -127,6 +132,18 @@ def main(argv: list[str]) -> int:
             *[f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in bench_cli_real(tmp, folders, workers, repeat)], "",
         ]
         return _write_section(target, CLI_REAL_HEADING, section)
+    if args.get("only") == "archives":
+        pages, mb = int(args.get("archive_pages", 100)), int(args.get("archive_mb", 500))
+        section = [
+            ARCHIVES_HEADING, "",
+            f"Made by `just bench only=archives archive_pages={pages} archive_mb={mb} workers={workers} repeat={repeat}` "
+            f"on {time.strftime('%Y-%m-%d')}: generated pages read in place from a CBZ (stored members, as most CBZs) "
+            "against the same pages unpacked in a folder, rounds alternating; the peak is a fresh process's VmHWM.", "",
+            "| figure | measured | baseline (same run) | ratio (baseline / measured) | target |",
+            "|---|---|---|---|---|",
+            *[f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in bench_archives(tmp, pages, workers, repeat, mb)], "",
+        ]
+        return _write_section(target, ARCHIVES_HEADING, section)
     search_pages = int(args.get("search_pages", 1000))
     search_section = [
         SEARCH_HEADING, "",

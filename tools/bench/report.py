@@ -17,6 +17,9 @@ CLI_HEADING = "## Against the Tesseract CLI"
 CLI_REAL_HEADING = "## Against the Tesseract CLI, on real pages"
 
 
+ARCHIVES_HEADING = "## Archives"
+
+
 def chart(rows: list, path: Path) -> None:
     import matplotlib
 

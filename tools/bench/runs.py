@@ -376,3 +376,53 @@ def bench_search(tmp: Path, n_pages: int, repeat: int) -> list:
     rows.append((f"build the search index of {n_pages:,} pages ({n_pages // per_batch} shards), once", f"{build_s:.2f} s",
                  "", "", ""))
     return rows
+
+
+def bench_archives(tmp: Path, n_pages: int, workers: int, repeat: int, archive_mb: int = 500) -> list:
+    """`just ocr src=` on a CBZ of `n_pages` pages against the same pages unpacked in a folder (what a
+    user did before: unpack, then read the images); and the peak memory of reading a batch of pages
+    from an archive of `archive_mb` MB against reading the same pages as files."""
+    import zipfile
+
+    from etl.run.job import run_ocr
+
+    gen = tmp / "archive-pages"
+    made = write_pages(gen, 10, seed=4242, prefix="a")
+    images = [gen / f"{p.page_id}.png" for p in made]
+    folder, cbz = tmp / "unpacked" / "vol01", tmp / "vol01.cbz"
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(cbz, "w", zipfile.ZIP_STORED) as z:  # PNGs do not deflate: stored, as most CBZs
+        for i in range(n_pages):
+            data = images[i % len(images)].read_bytes()
+            (folder / f"p{i:03d}.png").write_bytes(data)
+            z.writestr(f"p{i:03d}.png", data)
+    runs = iter(range(10**6))
+
+    def read(src: Path):
+        def go():
+            s = run_ocr(src=str(src), engine="tesseract", layout="page", workers=workers,
+                        out=str(tmp / f"archive-out-{next(runs)}"))
+            assert s.ok == n_pages, s
+        return go
+
+    t_cbz, t_folder, ratio = paired(read(cbz), read(folder), repeat)
+    rows = [(f"`just ocr src=` a CBZ of {n_pages} pages (engine=tesseract layout=page, {workers} workers): pages/s",
+             f"{n_pages / t_cbz:.2f} pages/s", f"{n_pages / t_folder:.2f} pages/s (the same pages unpacked in a folder)",
+             f"{ratio:.2f}", "≥ 0.95")]
+    # A large archive: a batch of 16 pages read from it, in a fresh process, against the same pages as files.
+    big = tmp / "big.cbz"
+    page = images[0].read_bytes()
+    count = archive_mb * 2**20 // len(page) + 1
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_STORED) as z:
+        for i in range(count):
+            z.writestr(f"p{i:05d}.png", page)
+    members = [f"p{i:05d}.png" for i in range(0, count, count // 16)][:16]
+    setup = "from etl.dataset.storage import read_bytes\nfrom etl.run.images import decode"
+    _, peak_archive = in_subprocess(setup, "for u in %r: decode(read_bytes(u, 2**28))"
+                                    % ([f"zip://{m}::{big}" for m in members],), repeat)
+    _, peak_files = in_subprocess(setup, "for u in %r: decode(read_bytes(u, 2**28))" % ([str(images[0])] * 16,), repeat)
+    rows.append((f"peak memory of a worker reading 16 pages of a {big.stat().st_size / 2**20:.0f} MB CBZ",
+                 f"{peak_archive:.0f} MB", f"{peak_files:.0f} MB (16 pages read as files)",
+                 f"{peak_files / peak_archive:.2f}", "bounded by a page, not the archive"))
+    big.unlink()
+    return rows
