@@ -152,12 +152,11 @@ def run_ocr(
     if where is not None and from_ is None:
         raise ConfigError("where= chooses pages of a dataset: give from_= (from= on the command line) too")
     out = out or from_ or "out"
-    if reread is None and run.src is not None:
-        pass  # scanned above
-    elif reread is None and isinstance(manifest, pl.DataFrame):  # pages already loaded (a cascade's stages)
-        df, manifest = check_manifest(manifest.lazy(), "the given pages", warnings), f"{manifest.height} given pages"
-    elif reread is None:
-        df = load_manifest(manifest, warnings) if manifest is not None else pages_from(from_, where, warnings)
+    if reread is None and run.src is None:  # (src= was scanned above)
+        if isinstance(manifest, pl.DataFrame):  # pages already loaded (a cascade's stages)
+            df, manifest = check_manifest(manifest.lazy(), "the given pages", warnings), f"{manifest.height} given pages"
+        else:
+            df = load_manifest(manifest, warnings) if manifest is not None else pages_from(from_, where, warnings)
     manifest = manifest or (f"{from_} where {where or 'true'}" if from_ else f"lines of {reread.of}")
     if limit is not None:
         df = df.head(limit)
