@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from engines.base import DEFAULT_ENGINE
 from etl.cost.batching import choose_batch_size
-from etl.cost.prices import load_costs
+from etl.cost.prices import load_costs, tokens_usd
 from etl.errors import ConfigError
 
 
@@ -151,7 +151,7 @@ def api_cost(engine: str, model: str, price: dict, pages: float, lines: float,
     for unit, n, default in (("page", pages, DEFAULT_PAGE_TOKENS), ("line", lines, DEFAULT_LINE_TOKENS)):
         if n:
             tp, tc = tokens.get((engine, unit), default)
-            usd += n * (tp * price.get("prompt", 0) + tc * price.get("completion", 0)) / 1e6
+            usd += n * tokens_usd(tp, tc, price)
             why.append(f"{tp:.0f}+{tc:.0f} tokens a {unit}" + ("" if (engine, unit) in tokens else " (assumed)"))
     return usd, f"{', '.join(why) or 'nothing sent'} at {model}'s price"
 

@@ -67,3 +67,8 @@ def engine_seconds(engine_cls, options, preloaded: bool = False) -> tuple[float,
     if preloaded and entry.get("import_s"):
         load = max(0.05, load - float(entry["import_s"]))
     return load, float(entry["cpu_s_per_page"]) / engine_cls.concurrency(options)
+
+
+def tokens_usd(prompt_tokens: float, completion_tokens: float, price: dict) -> float:
+    """USD of tokens at a model's price (USD per million prompt and completion tokens, costs.yaml)."""
+    return (prompt_tokens * price.get("prompt", 0) + completion_tokens * price.get("completion", 0)) / 1e6

@@ -18,7 +18,7 @@ from engines.base import DEFAULT_ENGINE
 from engines.redact import error_text
 from etl.run import plan
 from etl.dataset import storage
-from etl.cost.prices import engine_seconds, model_price
+from etl.cost.prices import engine_seconds, model_price, tokens_usd
 from etl.run.options import RunOptions
 from etl.errors import ConfigError
 from etl.dataset.manifest import check_manifest, load_manifest, pages_from
@@ -181,7 +181,7 @@ def run_ocr(
         from etl.run import leases
 
         leases.await_others(out, engine, summary.run_id, set(df[plan.ID].to_list()), on_warning,
-                            longest_s=call_timeout or (page_timeout * (batch or cls.max_batch_size) + 300))
+                            longest_s=call_limit(call_timeout, page_timeout, batch or cls.max_batch_size))
     todo = df if force else plan.pending(df, done_page_ids(out, engine, cfg_hash))
     summary.skipped = df.height - todo.height
     size = batch or plan.planned_batch_size(cls, options, todo.height, summary.workers, be)
@@ -206,8 +206,7 @@ def run_ocr(
             pages = [dataclasses.replace(p, lines=reread.lines[str(p.page_id)]) for p in pages]
         return pages
 
-    # A call may take its pages' time limits plus start-up; Lithops kills it after.
-    timeout = call_timeout or (page_timeout * size + 300)
+    timeout = call_limit(call_timeout, page_timeout, size)
 
     def task_of(b) -> BatchTask:
         return BatchTask(engine=engine, options=opts, out=out, run_id=summary.run_id, batch_id=b.batch_id,
@@ -260,6 +259,12 @@ def _record_problems(problems, summary: RunSummary, engine: str, out: str, cfg_h
     _account(summary, result)
     if on_batch:
         on_batch(result)
+
+
+def call_limit(call_timeout: float | None, page_timeout: float, size: int) -> float:
+    """Seconds a call may take (Lithops kills it after): `call_timeout`, else its pages' time limits
+    plus start-up."""
+    return call_timeout or page_timeout * size + 300
 
 
 class TaskList(Sequence):
@@ -327,14 +332,14 @@ class Spend:
 
 def most_billed(cls, options, price: dict) -> Callable[[BatchTask], float]:
     """The most a task's requests can be billed: each line's crop (a cascade stage), or each page
-    at the largest size the engine sends (max_side on both sides: the page's size is not known yet)."""
+    at the largest size the engine sends (the page's size is not known yet)."""
     from engines.base import line_crop_size
 
     def usd(bound) -> float:
-        return (bound[0] * price.get("prompt", 0) + bound[1] * price.get("completion", 0)) / 1e6
+        return tokens_usd(*(bound or (0, 0)), price)
 
-    side = getattr(options, "max_side", 4096)
-    page = usd(cls.usage_bound(options, side, side) or (0, 0))
+    # The largest page the engine sends: its bound for a page larger than any (the engine scales it down).
+    page = usd(cls.usage_bound(options, 10**6, 10**6))
 
     def need(task: BatchTask) -> float:
         total = 0.0
@@ -342,7 +347,7 @@ def most_billed(cls, options, price: dict) -> Callable[[BatchTask], float]:
             if p.lines is None:
                 total += page
             else:
-                total += sum(usd(cls.usage_bound(options, *line_crop_size(line), crop=True) or (0, 0))
+                total += sum(usd(cls.usage_bound(options, *line_crop_size(line), crop=True))
                              for line in p.lines)
         return total
 

@@ -15,8 +15,9 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from engines.base import line_crop
+from engines.base import line_crop_size
 from engines.redact import clean_text, error_text, secrets_from_env
+from etl.cost.prices import tokens_usd
 from etl.dataset import layout as dataset, storage
 from etl.run import images, leases
 from etl.dataset.tasks import BatchResult, BatchTask, PageTask
@@ -242,7 +243,7 @@ def request_bounds(engine, image, lines: list[dict] | None) -> list[tuple[int, i
     if lines is None:
         bound = type(engine).usage_bound(engine.options, *image.size)
         return None if bound is None else [bound]
-    bounds = [type(engine).usage_bound(engine.options, *line_crop(image, line).size, crop=True) for line in lines]
+    bounds = [type(engine).usage_bound(engine.options, *line_crop_size(line), crop=True) for line in lines]
     return None if any(b is None for b in bounds) else bounds
 
 
@@ -250,7 +251,7 @@ def _read_within(engine, image, lines: list[dict] | None, budget: Allowance | No
     """engine.read (or read_lines, for a cascade stage's lines), paid from `budget`: the page's
     requests reserved at their bound before any is sent, settled at what they were billed."""
     bounds = request_bounds(engine, image, lines) if price else None
-    reserved = sum(_usd(*b, price) for b in bounds) if bounds else 0.0
+    reserved = sum(tokens_usd(*b, price) for b in bounds) if bounds else 0.0
     if budget is not None and bounds is not None and not budget.take(reserved):
         raise BudgetSpent()
     try:
@@ -270,16 +271,12 @@ def _read_within(engine, image, lines: list[dict] | None, budget: Allowance | No
     return result
 
 
-def _usd(prompt_tokens: int, completion_tokens: int, price: dict) -> float:
-    return (prompt_tokens * price.get("prompt", 0) + completion_tokens * price.get("completion", 0)) / 1e6
-
-
 def _billed(usage: dict, price: dict | None) -> float | None:
     """What the engine's requests for a page were billed (the engine's `billed_*` tokens), in USD."""
     tokens = [usage.get("billed_prompt_tokens"), usage.get("billed_completion_tokens")]
     if not price or not all(type(t) is int and t >= 0 for t in tokens):
         return None
-    return _usd(*tokens, price)
+    return tokens_usd(*tokens, price)
 
 
 TOKEN_COLUMN_MAX = 2**31 - 1  # the page table's int32 columns
